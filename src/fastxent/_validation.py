@@ -138,14 +138,14 @@ def sparse_labels(labels, x, axis, name="labels"):
             pos = np.unravel_index(bad[0], t.shape) if t.ndim else ()
             raise TypeError(
                 f"{name} must hold integer class indices; {name}[{_fmt_pos(pos)}] = "
-                f"{t.reshape(-1)[bad[0]]!r} is not a whole number ({bad.size} such values); "
+                f"{t.reshape(-1)[bad[0]].item()!r} is not a whole number ({bad.size} such values); "
                 f"cast with {name}.astype(int) if you meant it")
         if t.size and np.abs(t).max() >= 2.0 ** 62:
             raise ValueError(f"{name} holds values too large to be class indices "
-                             f"(max |label| = {np.abs(t).max()!r})")
+                             f"(max |label| = {np.abs(t).max().item()!r})")
     elif kind == "u" and t.size and t.dtype.itemsize >= 8 and t.max() > np.iinfo(np.intp).max:
         raise ValueError(f"{name} holds values too large to be class indices "
-                         f"(max = {t.max()!r}); labels must be in [0, n_classes)")
+                         f"(max = {t.max().item()!r}); labels must be in [0, n_classes)")
     elif kind not in "iuf":
         raise TypeError(
             f"{name} has dtype {t.dtype}; sparse labels must be integer class indices "
@@ -189,7 +189,7 @@ def check_fraction(value, name):
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a float in [0, 1]; got {value!r}") from None
     if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{name}={value!r} is outside [0, 1]; use e.g. {name}=0.1")
+        raise ValueError(f"{name}={v!r} is outside [0, 1]; use e.g. {name}=0.1")
     return v
 
 
@@ -199,7 +199,7 @@ def check_nonneg(value, name):
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a non-negative float; got {value!r}") from None
     if not (v >= 0.0 and np.isfinite(v)):
-        raise ValueError(f"{name}={value!r} must be finite and >= 0 (e.g. {name}=1e-4)")
+        raise ValueError(f"{name}={v!r} must be finite and >= 0 (e.g. {name}=1e-4)")
     return v
 
 
@@ -228,7 +228,7 @@ def class_vector(values, n_classes, dtype, name, scalar_ok=False):
     w = np.ascontiguousarray(w, dtype=dtype)
     if not (np.isfinite(w).all() and (w >= 0).all()):
         bad = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
-        raise ValueError(f"{name}[{bad}] = {w[bad]!r}; weights must be finite and >= 0")
+        raise ValueError(f"{name}[{bad}] = {w[bad].item()!r}; weights must be finite and >= 0")
     return w
 
 
@@ -248,7 +248,7 @@ def per_example(values, lead, dtype, name):
     a = np.ascontiguousarray(a, dtype=dtype).reshape(-1)
     if not np.isfinite(a).all():
         bad = int(np.flatnonzero(~np.isfinite(a))[0])
-        raise ValueError(f"{name} holds a non-finite value ({a[bad]!r} at flat index {bad}); "
+        raise ValueError(f"{name} holds a non-finite value ({a[bad].item()!r} at flat index {bad}); "
                          f"weights and upstream gradients must be finite")
     return a
 

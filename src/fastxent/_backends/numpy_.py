@@ -85,9 +85,9 @@ def _losses(wy, d, logs, m, z):
 
 
 def _grad(S, e, s, wy, z, m, logs, scale):
-    p = e / s
-    coef = S + 2 * z * (m + logs) if z else S
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # s = 0: an all -inf row
+        p = e / s
+        coef = S + 2 * z * (m + logs) if z else S
         g = np.where(coef != 0, coef * p, 0) - wy
     return g * scale
 
