@@ -11,10 +11,13 @@ import json
 import os
 from importlib import resources
 
+import numpy as np
+
 from . import _config, _registry, _threads
 
-ENV_VAR = "FASTXENT_BACKEND"
+ENV_VAR = _config.ENV_VARS["backend"]
 POLICY_ENV_VAR = "FASTXENT_AUTO_POLICY"
+USER_POLICY = os.path.join(os.path.expanduser("~"), ".config", "fastxent", "auto_policy.json")
 
 _INSTALL_HINT = {
     "numba": "install numba (pip install numba)",
@@ -38,8 +41,8 @@ def check_name(name, source="backend"):
 def requested(backend=None):
     """(name, where it came from) for this call, before "auto" is resolved."""
     if backend is not None:
-        return check_name(backend), "the backend= argument"
-    value, source = _config.get("backend", ENV_VAR)
+        return backend, "the backend= argument"
+    value, source = _config.get("backend")
     if value is None:
         return "auto", source
     return check_name(value, ENV_VAR if ENV_VAR in source else "backend"), source
@@ -55,40 +58,67 @@ def require(name):
 
 
 # ------------------------------------------------------------------------------ policy
+#
+# The "auto" policy is data: for each cell "<labels>/<op>/<dtype>" a list of bands of class
+# counts, each with the backends in order of measured speed and the problem size (elements)
+# from which running on several threads paid off. `python -m fastxent tune` measures and
+# writes it. Lookup order: FASTXENT_AUTO_POLICY (a path), then ~/.config/fastxent/
+# auto_policy.json, then the table shipped in fastxent/_data/auto_policy.json.
 
 _policy = None
+_bands = {}
+
+
+def policy_path():
+    path = os.environ.get(POLICY_ENV_VAR)
+    if path:
+        return path
+    if os.path.exists(USER_POLICY):
+        return USER_POLICY
+    return str(resources.files("fastxent").joinpath("_data/auto_policy.json"))
 
 
 def policy():
-    """The auto policy table (loaded once; ``FASTXENT_AUTO_POLICY`` names another file)."""
+    """The auto policy table (loaded once)."""
     global _policy
     if _policy is None:
-        path = os.environ.get(POLICY_ENV_VAR)
-        if path:
-            with open(path) as f:
-                _policy = json.load(f)
-        else:
-            _policy = json.loads(
-                resources.files("fastxent").joinpath("_data/auto_policy.json").read_text())
+        with open(policy_path()) as f:
+            _policy = json.load(f)
+        _bands.clear()
     return _policy
 
 
-def _auto(op, kind, dtype, n_rows, n_classes, n_threads):
-    """Pick (backend, threads, reason) from the measured policy table."""
-    table = policy()
-    work = n_rows * max(n_classes, 1)
-    serial_below = table["serial_below_elements"]
-    threads = 1 if work < serial_below else n_threads
-    key = f"{kind}/{op}/{dtype}"
-    rules = table["rules"].get(key) or table["rules"]["default"]
-    for rule in rules:  # first rule whose class range fits, in order of preference
-        if rule["min_classes"] <= n_classes <= rule.get("max_classes", 1 << 62):
-            for name in rule["order"]:
-                if _registry.load(name) is not None:
-                    return name, threads, (
-                        f"the measured policy for {key} with {n_classes} classes prefers "
-                        f"{' > '.join(rule['order'])}; {name!r} is the first available")
-    return "numpy", threads, "no compiled backend is available"
+def _bands_for(op, kind, dtype):
+    key = (op, kind, dtype)
+    bands = _bands.get(key)
+    if bands is None:
+        cells = policy()["cells"]
+        name = f"{kind}/{op}/{np.dtype(dtype).name}"
+        bands = cells.get(name) or cells.get(f"{kind}/fused/{np.dtype(dtype).name}") or cells[
+            "default"]
+        _bands[key] = bands = sorted(bands, key=lambda b: b["max_classes"])
+    return bands
+
+
+def _auto(op, kind, dtype, n_rows, n_classes, n_threads, why=False):
+    """Pick (backend, threads[, reason]) from the measured policy table."""
+    for band in _bands_for(op, kind, dtype):
+        if n_classes <= band["max_classes"]:
+            break
+    serial = n_rows * n_classes < band["parallel_from"]
+    threads = 1 if serial else n_threads
+    for name in band["order"]:
+        if _registry.load(name) is not None:
+            break
+    else:
+        name = "numpy"
+    if not why:
+        return name, threads
+    cell = f"{kind}/{op}/{np.dtype(dtype).name}"
+    return name, threads, (
+        f"for {cell} with up to {band['max_classes']} classes the measured order is "
+        f"{' > '.join(band['order'])}, and {name!r} is the first available; problems of "
+        f"fewer than {band['parallel_from']} elements run on one thread")
 
 
 def select(op, kind, dtype, n_rows, n_classes, backend=None, n_threads=None, why=False):
@@ -96,12 +126,14 @@ def select(op, kind, dtype, n_rows, n_classes, backend=None, n_threads=None, why
     name, source = requested(backend)
     nt = _threads.resolve(n_threads)
     if name == "auto":
-        name, threads, reason = _auto(op, kind, str(dtype), n_rows, n_classes, nt)
-        reason = f"auto (from {source}): {reason}"
+        picked = _auto(op, kind, dtype, n_rows, n_classes, nt, why)
+        name, threads = picked[0], picked[1]
+        reason = f"auto (from {source}): {picked[2]}" if why else None
     else:
-        threads = nt if n_rows * max(n_classes, 1) >= policy()["serial_below_elements"] else 1
+        # A named backend still skips the thread pool where the policy says it cannot pay.
+        threads = _auto(op, kind, dtype, n_rows, n_classes, nt)[1]
         reason = f"{name!r} was requested by {source}"
-    module = require(name)
+    module = _registry.load(name) or require(name)
     if why:
         return module, threads, reason
     return module, threads
@@ -141,8 +173,6 @@ def explain(logits=None, *, shape=None, dtype=None, labels="integer", op="fused"
     >>> print(fx.explain(shape=(256, 10), dtype="float32", backend="numpy"))  # doctest: +ELLIPSIS
     A fused call on (256, 10) float32 logits with integer labels runs on 'numpy' with 1 thread...
     """
-    import numpy as np
-
     from . import _validation as V
 
     if op not in _OPS:
@@ -168,9 +198,7 @@ def explain(logits=None, *, shape=None, dtype=None, labels="integer", op="fused"
     requested_threads = _threads.resolve(n_threads)
     thread_note = (f"{threads} thread{'s' if threads != 1 else ''}")
     if threads != requested_threads:
-        thread_note += (f" (not {requested_threads}: {n_rows * n_classes} elements is below "
-                        f"the {policy()['serial_below_elements']}-element cut-over where a "
-                        f"parallel launch pays off)")
+        thread_note += f" (not {requested_threads}: too small for a parallel launch to pay)"
     what = {"dense": "dense labels", "sparse": "integer labels", "sigmoid": "sigmoid labels",
             "util": "no labels"}[kind]
     available = ", ".join(available_backends())

@@ -13,11 +13,35 @@ from . import _config
 ENV_VAR = "FASTXENT_NUM_THREADS"
 
 
-def usable_cores():
+_cores = {}
+
+
+def _cgroup_quota():
+    """CPUs allowed by a cgroup v2 CPU quota (containers), or None."""
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, -(-int(quota) // int(period)))
+
+
+def usable_cores():
+    """Cores this process may use: CPU affinity (taskset, cpusets) capped by a cgroup quota.
+
+    Cached per process id (a forked child re-reads it)."""
+    pid = os.getpid()
+    if pid not in _cores:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            n = os.cpu_count() or 1
+        quota = _cgroup_quota()
+        _cores.clear()
+        _cores[pid] = min(n, quota) if quota else n
+    return _cores[pid]
 
 
 def check(n_threads, name="n_threads"):
@@ -38,7 +62,7 @@ def resolve(n_threads=None):
     """The thread count a call runs with (>= 1)."""
     n = check(n_threads)
     if n is None:
-        n, _ = _config.get("n_threads", ENV_VAR)
+        n, _ = _config.get("n_threads")
         if isinstance(n, str):  # from the environment
             try:
                 n = check(int(n), name=ENV_VAR)

@@ -12,6 +12,10 @@ import operator
 import numpy as np
 
 REDUCTIONS = ("none", "sum", "mean")
+# Length-0 "absent" weight vectors (kernel contract); read-only so no call can alter them.
+_NO_WEIGHTS = {np.dtype(t).char: np.empty(0, t) for t in (np.float32, np.float64)}
+for _w in _NO_WEIGHTS.values():
+    _w.flags.writeable = False
 _FLOATS = (np.float32, np.float64)
 
 
@@ -80,6 +84,8 @@ def check_logits(logits, axis, name="logits"):
 
 def to_rows(a, axis, dtype=None):
     """Move ``axis`` last and flatten the rest: a 2-D C-contiguous view or (if needed) copy."""
+    if a.ndim == 2 and axis == 1 and a.flags.c_contiguous and (dtype is None or a.dtype == dtype):
+        return a  # already canonical: the common case, kept cheap
     if axis != a.ndim - 1:
         a = np.moveaxis(a, axis, -1)
     a = np.ascontiguousarray(a, dtype=dtype)
@@ -116,6 +122,8 @@ def dense_labels(labels, x, axis, name="labels"):
 
 def sparse_labels(labels, x, axis, name="labels"):
     t = np.asarray(labels)
+    if t.dtype == np.intp and t.ndim == 1 and x.ndim == 2 and t.shape[0] == x.shape[1 - axis]:
+        return np.ascontiguousarray(t), t  # already canonical
     lead = lead_shape(x.shape, axis)
     if t.shape != lead:
         if t.shape == lead + (1,):
@@ -184,6 +192,8 @@ def check_reduction(reduction):
 
 
 def check_fraction(value, name):
+    if value == 0.0 and type(value) in (float, int):
+        return 0.0
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -194,6 +204,8 @@ def check_fraction(value, name):
 
 
 def check_nonneg(value, name):
+    if value == 0.0 and type(value) in (float, int):
+        return 0.0
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -215,7 +227,7 @@ def check_ignore_index(ignore_index, name="ignore_index"):
 def class_vector(values, n_classes, dtype, name, scalar_ok=False):
     """A per-class weight vector of length C (length 0 for None): finite and >= 0."""
     if values is None:
-        return np.empty(0, dtype)
+        return _NO_WEIGHTS[np.dtype(dtype).char]
     w = np.asarray(values)
     if w.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric; got dtype {w.dtype}")
