@@ -107,7 +107,8 @@ def _auto(op, kind, dtype, n_rows, n_classes, n_threads, why=False):
             break
     serial = n_rows * n_classes < band["parallel_from"]
     threads = 1 if serial else n_threads
-    for name in band["order"]:
+    order = band.get("small_order", band["order"]) if serial else band["order"]
+    for name in order:
         if _registry.load(name) is not None:
             break
     else:
@@ -115,10 +116,11 @@ def _auto(op, kind, dtype, n_rows, n_classes, n_threads, why=False):
     if not why:
         return name, threads
     cell = f"{kind}/{op}/{np.dtype(dtype).name}"
+    size = "small problems (one thread)" if serial else "large problems"
     return name, threads, (
-        f"for {cell} with up to {band['max_classes']} classes the measured order is "
-        f"{' > '.join(band['order'])}, and {name!r} is the first available; problems of "
-        f"fewer than {band['parallel_from']} elements run on one thread")
+        f"for {cell} with up to {band['max_classes']} classes, {size} measured fastest on "
+        f"{' > '.join(order)}, and {name!r} is the first available; problems of fewer than "
+        f"{band['parallel_from']} elements run on one thread")
 
 
 def select(op, kind, dtype, n_rows, n_classes, backend=None, n_threads=None, why=False):
