@@ -76,7 +76,7 @@ def scale(p, reduction, sw, grad_loss, denom):
     if reduction == "mean":
         g = g / denom if denom else 0.0  # a mean over nothing is 0 with a zero gradient
     if sw is None:
-        return np.full((1,) * ndim, g, p.dtype)
+        return np.array([g] if ndim == 1 else [[g]], p.dtype)
     return sw * p.dtype.type(g)
 
 
@@ -123,12 +123,10 @@ def grad_target(p, out, name="out", avoid=()):
         buf = np.empty(p.x.shape, p.dtype)
         return buf, lambda: unrows(p, buf)
     V.check_out(out, p.shape, p.dtype, name)
-    if (out.flags.c_contiguous and (p.kind == "sigmoid" or p.axis == len(p.shape) - 1)):
-        buf = out.reshape(p.x.shape)
-        reads = (p.x,) + tuple(a for a in avoid if a is not None)
-        if _same_buffer(buf, p.x) and not any(np.may_share_memory(buf, a) for a in reads[1:]):
-            return buf, lambda: out
-        if not any(np.may_share_memory(buf, a) for a in reads):
+    if out.flags.c_contiguous and (p.kind == "sigmoid" or p.axis == len(p.shape) - 1):
+        buf = out if out.shape == p.x.shape else out.reshape(p.x.shape)
+        if not any(np.may_share_memory(buf, a) for a in avoid) and (
+                buf is p.x or not np.may_share_memory(buf, p.x) or _same_buffer(buf, p.x)):
             return buf, lambda: out
     buf = np.empty(p.x.shape, p.dtype)
 
@@ -136,6 +134,13 @@ def grad_target(p, out, name="out", avoid=()):
         np.copyto(out, unrows(p, buf))
         return out
     return buf, finish
+
+
+def _reads(p, *arrays):
+    """Arrays a kernel reads besides the logits that an output could overlap: dense labels
+    and caller-given arrays (a length-1 scale is always fresh)."""
+    reads = [p.labels] if p.kind != "sparse" else []
+    return reads + [a for a in arrays if a is not None and a.size > 1]
 
 
 def loss_buffer(p, reduction, sw):
@@ -152,13 +157,13 @@ def reduce_loss(p, values, sw, reduction, denom, out, name="out"):
     if reduction == "none":
         result = values.reshape(p.lead if p.kind != "sigmoid" else p.shape)
     else:
-        total = values.sum()
+        total = np.add.reduce(values, axis=None)
         if reduction == "mean":
             total = total / denom if denom else 0.0
-        result = np.asarray(total, dtype=p.dtype)[()]
+        result = p.dtype.type(total)
     if out is None:
         return result
-    V.check_out(out, np.shape(result), p.dtype, name)
+    V.check_out(out, result.shape, p.dtype, name)
     out[...] = result
     return out
 
@@ -204,7 +209,7 @@ def _lse_out(p, lse_out):
 def gradient(p, reduction, sample_weight, grad_loss, out, backend, n_threads, lse=None):
     sw, denom = _common(p, reduction, sample_weight)
     s = scale(p, reduction, sw, grad_loss, denom)
-    buf, finish = grad_target(p, out, avoid=(p.labels, s))
+    buf, finish = grad_target(p, out, avoid=_reads(p, s))
     fn, nt = kernel(p, "backward", backend, n_threads)
     if p.kind == "sigmoid":
         n_bad = fn(p.x, *_targets(p), s, buf, nt)
@@ -220,7 +225,7 @@ def loss_gradient(p, reduction, sample_weight, grad_loss, loss_out, grad_out, ba
     sw, denom = _common(p, reduction, sample_weight)
     s = scale(p, reduction, sw, grad_loss, denom)
     values = loss_buffer(p, reduction, sw)
-    buf, finish = grad_target(p, grad_out, "grad_out", avoid=(p.labels, s))
+    buf, finish = grad_target(p, grad_out, "grad_out", avoid=_reads(p, s))
     fn, nt = kernel(p, "fused", backend, n_threads)
     check_status(p, fn(p.x, *_targets(p), s, values, buf, nt))
     return reduce_loss(p, values, sw, reduction, denom, loss_out, "loss_out"), finish()
@@ -240,9 +245,9 @@ def labels_gradient(p, reduction, sample_weight, grad_loss, out, backend, n_thre
 
 def hessp(p, reduction, sample_weight, v, out, backend, n_threads):
     sw, denom = _common(p, reduction, sample_weight)
-    s = scale(p, "none" if reduction == "none" else reduction, sw, None, denom)
+    s = scale(p, reduction, sw, None, denom)
     vr = V.like_logits(v, p, "v")
-    buf, finish = grad_target(p, out, avoid=(p.labels, s, vr))
+    buf, finish = grad_target(p, out, avoid=_reads(p, s, vr))
     fn, nt = kernel(p, "hessp", backend, n_threads)
     check_status(p, fn(p.x, *_targets(p), s, vr, buf, nt))
     return finish()
@@ -251,9 +256,7 @@ def hessp(p, reduction, sample_weight, v, out, backend, n_threads):
 def utility(name, logits, axis, out, backend, n_threads):
     """logsumexp / log_softmax / softmax over ``axis``."""
     x, axis = V.check_logits(logits, axis)
-    p = V.Problem(kind="util", x=V.to_rows(x, axis), shape=x.shape, axis=axis,
-                  lead=V.lead_shape(x.shape, axis))
-    p.dtype = p.x.dtype
+    p = V.Problem("util", V.to_rows(x, axis), x.shape, axis, V.lead_shape(x.shape, axis))
     reduce_rows = name == "logsumexp"
     if reduce_rows:
         buf = np.empty(p.n_rows, p.dtype)

@@ -22,12 +22,16 @@ _FLOATS = (np.float32, np.float64)
 class Problem:
     """One normalised call: canonical arrays plus what is needed to shape the results."""
 
-    __slots__ = ("kind", "x", "labels", "shape", "axis", "lead", "dtype", "cw", "eps", "z",
-                 "has_ignore", "ignore_index", "raw_labels")
+    __slots__ = ("kind", "x", "shape", "axis", "lead", "dtype", "cw", "eps", "z",
+                 "has_ignore", "ignore_index", "labels", "raw_labels")
 
-    def __init__(self, **kw):
-        for k in self.__slots__:
-            setattr(self, k, kw.get(k))
+    def __init__(self, kind, x, shape, axis, lead, cw=None, eps=0.0, z=0.0, has_ignore=False,
+                 ignore_index=0):
+        self.kind, self.x, self.shape, self.axis, self.lead = kind, x, shape, axis, lead
+        self.dtype = x.dtype
+        self.cw, self.eps, self.z = cw, eps, z
+        self.has_ignore, self.ignore_index = has_ignore, ignore_index
+        self.labels = self.raw_labels = None
 
     @property
     def n_rows(self):
@@ -315,18 +319,16 @@ def softmax_problem(labels, logits, axis, sparse, *, label_smoothing=0.0, class_
                     z_loss=0.0, ignore_index=None):
     x, axis = check_logits(logits, axis)
     rows = to_rows(x, axis)
-    n_classes = rows.shape[1]
-    p = Problem(kind="sparse" if sparse else "dense", x=rows, shape=x.shape, axis=axis,
-                lead=lead_shape(x.shape, axis), dtype=rows.dtype,
-                eps=check_fraction(label_smoothing, "label_smoothing"),
-                z=check_nonneg(z_loss, "z_loss"),
-                cw=class_vector(class_weight, n_classes, rows.dtype, "class_weight"))
+    p = Problem("sparse" if sparse else "dense", rows, x.shape, axis,
+                lead_shape(x.shape, axis) if x.ndim != 2 else (x.shape[1 - axis],),
+                class_vector(class_weight, rows.shape[1], rows.dtype, "class_weight"),
+                check_fraction(label_smoothing, "label_smoothing"),
+                check_nonneg(z_loss, "z_loss"))
     if sparse:
         p.has_ignore, p.ignore_index = check_ignore_index(ignore_index)
         p.labels, p.raw_labels = sparse_labels(labels, x, axis)
-    else:
-        p.has_ignore, p.ignore_index = False, 0
-        p.labels = None if labels is None else dense_labels(labels, x, axis)
+    elif labels is not None:
+        p.labels = dense_labels(labels, x, axis)
     return p
 
 
@@ -335,11 +337,9 @@ def sigmoid_problem(labels, logits, *, label_smoothing=0.0, pos_weight=None):
     n_classes = x.shape[-1] if x.ndim else 1  # elementwise: the last axis is the "class" axis
     n_rows = int(np.prod(x.shape[:-1], dtype=np.int64)) if x.ndim else 1
     rows = np.ascontiguousarray(x).reshape(n_rows, n_classes)
-    p = Problem(kind="sigmoid", x=rows, shape=x.shape, axis=x.ndim - 1, lead=x.shape,
-                dtype=rows.dtype, eps=check_fraction(label_smoothing, "label_smoothing"), z=0.0,
-                cw=class_vector(pos_weight, rows.shape[1], rows.dtype, "pos_weight",
-                                scalar_ok=True),
-                has_ignore=False, ignore_index=0)
+    p = Problem("sigmoid", rows, x.shape, x.ndim - 1, x.shape,
+                class_vector(pos_weight, n_classes, rows.dtype, "pos_weight", scalar_ok=True),
+                check_fraction(label_smoothing, "label_smoothing"))
     if labels is not None:
         y = np.asarray(labels)
         _label_kind(y, "labels")
