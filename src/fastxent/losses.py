@@ -375,6 +375,30 @@ class _Loss:
                                    self.n_threads)
 
 
+    def gradient_hessian(self, labels, logits, sample_weight=None, gradient_out=None,
+                         hessian_out=None):
+        """``(gradient, hessian)``: d loss / d logits and the diagonal of the Hessian.
+
+        scikit-learn's ``BaseLoss.gradient_hessian``: ``hessian`` has logits' shape and holds
+        ``d^2 loss / d logits^2`` per element, scaled like the gradient (sample weight, over
+        the total weight for ``"mean"``). Softmax, per row with ``S = sum(wy)``:
+        ``(S + 2 z lse) p (1 - p) + 2 z p^2``; sigmoid: ``(1 - y' + q y') s (1 - s)`` with
+        ``s = sigmoid(logits)``, ``y'`` the smoothed label and ``q`` the pos_weight. Ignored
+        rows get zeros. Either buffer (not both) may be ``logits`` itself. The full softmax
+        Hessian acts through :meth:`hessp`.
+
+        Examples
+        --------
+        >>> import numpy as np, fastxent as fx
+        >>> g, h = fx.SparseSoftmaxCrossEntropy(reduction="sum").gradient_hessian(
+        ...     [0], np.array([[0.0, 0.0]]))
+        >>> h
+        array([[0.25, 0.25]])
+        """
+        from ._hessian import gradient_hessian  # _hessian imports this module
+        return gradient_hessian(self, labels, logits, sample_weight, gradient_out, hessian_out)
+
+
 class _SoftmaxLoss(_Loss):
 
     def __init__(self, *, axis=-1, label_smoothing=0.0, class_weight=None, z_loss=0.0,

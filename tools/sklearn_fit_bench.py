@@ -1,0 +1,122 @@
+"""Fit time of fastxent's SoftmaxRegression against scikit-learn's LogisticRegression.
+
+Both minimise the same objective (multinomial log-loss + ||W||^2 / (2 C), intercepts not
+penalised) with L-BFGS-B and the same tolerance; they run side by side in one process, in
+alternation, and the table shows the median of ``--repeats`` fits each, the iterations, the
+training log-loss of each and their relative difference, and the speed-up::
+
+    python tools/sklearn_fit_bench.py [--repeats 5] [--tol 1e-4] [--synthetic-rows N]
+                                           [--threads N]
+
+Datasets: iris, digits (pixels / 16), and a synthetic 100k x 50 x 10 problem drawn from a
+softmax model (``--synthetic-rows`` to change its size), in float32 and float64. Timings
+depend on the machine's load. By default every thread pool is left as it is (what a user gets:
+SoftmaxRegression runs BLAS on one thread for small problems, LogisticRegression does not);
+``--threads N`` caps BLAS and fastxent's kernels at N threads for both.
+
+Columns: ``d ll`` is fastxent's training log-loss relative to LogisticRegression's on the
+same data; ``d ll f64`` relative to LogisticRegression's on the float64 copy of the data
+(for float32 rows: how far each float32 fit is from the float64 answer).
+"""
+
+import argparse
+import contextlib
+import statistics
+import time
+import warnings
+
+import numpy as np
+from sklearn.datasets import load_digits, load_iris
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+
+from fastxent.sklearn import SoftmaxRegression
+
+
+def synthetic(n_samples, n_features=50, n_classes=10, seed=0):
+    """Features N(0, 1); labels drawn from softmax(X W + b) for a random W (well posed)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    W = rng.standard_normal((n_features, n_classes)) / np.sqrt(n_features) * 2.0
+    Z = X @ W + rng.standard_normal(n_classes)
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    y = (P.cumsum(axis=1) > rng.random((n_samples, 1))).argmax(axis=1)
+    return X, y
+
+
+def datasets(n_synthetic):
+    X, y = load_iris(return_X_y=True)
+    yield "iris", X, y
+    X, y = load_digits(return_X_y=True)
+    yield "digits", X / 16.0, y
+    X, y = synthetic(n_synthetic)
+    yield f"synthetic {n_synthetic // 1000}k x 50 x 10", X, y
+
+
+def objective(model, X, y, C):
+    """Training log-loss and the penalised objective LogisticRegression minimises (/ n)."""
+    P = model.predict_proba(X).astype(np.float64)
+    P /= P.sum(axis=1, keepdims=True)
+    ll = log_loss(y, P)
+    return ll, ll + np.sum(model.coef_.astype(np.float64) ** 2) / (2 * C * len(y))
+
+
+def time_fit(make, X, y, repeats):
+    times, model = [], None
+    for _ in range(repeats):
+        model = make()
+        t0 = time.perf_counter()
+        model.fit(X, y)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--C", type=float, default=1.0)
+    parser.add_argument("--max-iter", type=int, default=1000)
+    parser.add_argument("--synthetic-rows", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="cap BLAS and fastxent threads (default: leave as is)")
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        if args.threads is not None:
+            import fastxent
+            from threadpoolctl import threadpool_limits
+            stack.enter_context(threadpool_limits(limits=args.threads, user_api="blas"))
+            stack.enter_context(fastxent.threads(args.threads))
+        run(args)
+
+
+def run(args):
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    kw = dict(C=args.C, tol=args.tol, max_iter=args.max_iter)
+    head = (f"{'dataset':<24} {'dtype':<8} {'fastxent s':>10} {'sklearn s':>10} "
+            f"{'speed-up':>8} {'iters fx/sk':>12} {'log-loss fx':>12} {'d ll':>9} "
+            f"{'d ll f64':>9}")
+    print(head)
+    print("-" * len(head))
+    for name, X, y in datasets(args.synthetic_rows):
+        ll_f64 = None
+        for dtype in (np.float64, np.float32):
+            Xd = np.ascontiguousarray(X, dtype=dtype)
+            # Warm both once (imports, kernel compilation, BLAS start-up) before timing.
+            SoftmaxRegression(**kw).fit(Xd[:200], y[:200])
+            LogisticRegression(**kw).fit(Xd[:200], y[:200])
+            t_fx, fx = time_fit(lambda: SoftmaxRegression(**kw), Xd, y, args.repeats)
+            t_sk, sk = time_fit(lambda: LogisticRegression(**kw), Xd, y, args.repeats)
+            ll_fx, obj_fx = objective(fx, Xd, y, args.C)
+            ll_sk, obj_sk = objective(sk, Xd, y, args.C)
+            ll_f64 = ll_sk if ll_f64 is None else ll_f64
+            print(f"{name:<24} {np.dtype(dtype).name:<8} {t_fx:10.4f} {t_sk:10.4f} "
+                  f"{t_sk / t_fx:7.2f}x {fx.n_iter_[0]:>5d}/{sk.n_iter_[0]:<6d} "
+                  f"{ll_fx:12.8f} {(ll_fx - ll_sk) / ll_sk:9.1e} "
+                  f"{(ll_fx - ll_f64) / ll_f64:9.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
