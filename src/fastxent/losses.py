@@ -430,8 +430,8 @@ class SoftmaxCrossEntropy(_SoftmaxLoss):
     >>> loss = fx.SoftmaxCrossEntropy()
     >>> logits = np.array([[2.0, 1.0, 0.1]]); labels = np.array([[1.0, 0.0, 0.0]])
     >>> value, grad = loss.loss_gradient(labels, logits)
-    >>> round(float(value), 7), grad.round(4)
-    (0.4170299, array([[-0.341 ,  0.2424,  0.0986]]))
+    >>> round(float(value), 6), grad.round(4)
+    (0.41703, array([[-0.341 ,  0.2424,  0.0986]]))
     """
 
     def _problem(self, labels, logits):
@@ -459,8 +459,8 @@ class SparseSoftmaxCrossEntropy(_SoftmaxLoss):
     --------
     >>> import numpy as np, fastxent as fx
     >>> loss = fx.SparseSoftmaxCrossEntropy(ignore_index=-100)
-    >>> float(loss([0, -100], [[2.0, 1.0, 0.1], [5.0, 0.0, 0.0]])).__round__(7)
-    0.4170299
+    >>> round(float(loss([0, -100], [[2.0, 1.0, 0.1], [5.0, 0.0, 0.0]])), 6)  # row 2 ignored
+    0.41703
     """
 
     def __init__(self, *, axis=-1, ignore_index=None, label_smoothing=0.0, class_weight=None,
