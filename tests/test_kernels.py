@@ -202,3 +202,35 @@ def test_same_bits_for_any_thread_count(backend, dtype, shape):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+def _readonly(*arrays):
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(9, 40), (300, 3), (5000, 10)])
+def test_every_input_may_be_read_only(backend, dtype, shape):
+    x, y, t, cw, v, s = _readonly(*_data(shape, dtype, seed=9))
+    lse = np.empty(shape[0], dtype)
+    ref.logsumexp(x, lse, 1)
+    (lse,) = _readonly(lse)
+    s2 = s.reshape(-1, 1)
+    for name, args in [
+        ("dense_backward", lambda g: (x, y, cw, 0.1, 1e-3, s, lse, g, 2)),
+        ("sparse_backward", lambda g: (x, t, cw, 0.1, 1e-3, True, 1, s, lse, g, 2)),
+        ("sparse_backward", lambda g: (x, t, cw, 0.0, 0.0, False, 0, s[:1], lse, g, 2)),
+        ("dense_label_grad", lambda g: (x, cw, 0.1, s, lse, g, 2)),
+        ("dense_hessp", lambda g: (x, y, cw, 0.1, 1e-3, s, v, g, 2)),
+        ("sparse_hessp", lambda g: (x, t, cw, 0.1, 1e-3, False, 0, s, v, g, 2)),
+        ("dense_fused", lambda g: (x, y, cw, 0.1, 1e-3, s, np.empty(shape[0], dtype), g, 2)),
+        ("sparse_fused", lambda g: (x, t, cw, 0.1, 1e-3, True, 1, s,
+                                    np.empty(shape[0], dtype), g, 2)),
+        ("sigmoid_fused", lambda g: (x, y, cw, 0.1, s2, np.empty(shape, dtype), g, 2)),
+        ("sigmoid_label_grad", lambda g: (x, cw, 0.1, s2, g, 2)),
+        ("softmax", lambda g: (x, g, 2)),
+    ]:
+        (_, [want]), (_, [got]) = _call_both(backend, name, args, [np.empty(shape, dtype)])
+        _close(got, want, dtype)
