@@ -1,0 +1,1 @@
+"""asv benchmark suites of fastxent (see README.md in this directory)."""
