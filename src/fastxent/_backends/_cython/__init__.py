@@ -1,0 +1,1 @@
+"""Compiled (Cython + C) kernels of the ``cython`` backend; see ``fastxent._backends.cython_``."""
