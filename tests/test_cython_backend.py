@@ -251,3 +251,22 @@ def test_kernels_reject_wrong_arguments_instead_of_crashing():
     ro.flags.writeable = False
     with pytest.raises(ValueError):
         cy.softmax(x, ro, 1)
+
+
+def test_threadpoolctl_limits_our_openmp_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    ext = pytest.importorskip("fastxent._backends._cython._kernels")
+    if not ext._build_info()["openmp"]:
+        pytest.skip("serial build: no OpenMP threads to limit")
+    import fastxent as fx
+    fx.sparse_softmax_cross_entropy_with_logits([0], [[1.0, 2.0]], backend="cython")
+    apis = {info["user_api"] for info in threadpoolctl.threadpool_info()}
+    assert "openmp" in apis
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert ext._omp_limit() == 1  # the cap every parallel region applies
+        x = np.random.default_rng(0).standard_normal((4096, 64))
+        t = np.zeros(4096, int)
+        limited = fx.SparseSoftmaxCrossEntropy(backend="cython", n_threads=2).gradient(t, x)
+    assert ext._omp_limit() >= 2 or os.cpu_count() == 1
+    np.testing.assert_array_equal(
+        limited, fx.SparseSoftmaxCrossEntropy(backend="cython", n_threads=2).gradient(t, x))

@@ -46,6 +46,7 @@ cdef extern from "fxe_kernels.h" nogil:
     const char *fxe_select(int want)
     int fxe_cpu_has_avx2_fma()
     int fxe_cpu_has_avx512()
+    int fxe_omp_max_threads()
     void fxe_expf_array(const float *x, float *o, Py_ssize_t n, int k)
     void fxe_exp_array(const double *x, double *o, Py_ssize_t n, int k)
     const char *FXE_BUILD_FLAGS
@@ -84,6 +85,10 @@ cdef Py_ssize_t _run(int k, int is64, fxe_params *p, int n_threads) noexcept nog
     cdef Py_ssize_t n = p.n, per, chunk, nchunks, i, lo, hi
     cdef Py_ssize_t nbad = 0
     if n_threads <= 1 or _serial_only or n < 2 or n * p.C < PARALLEL_MIN_WORK:
+        return fn(p, 0, n)
+    # Honour the OpenMP runtime's limit (threadpoolctl.threadpool_limits, OMP_NUM_THREADS).
+    n_threads = min(n_threads, fxe_omp_max_threads())
+    if n_threads <= 1:
         return fn(p, 0, n)
     # Fixed-size chunks of whole rows, aligned to FXE_SB rows so every row sits at the same
     # place in its block whatever n_threads is: the same bits for any thread count.
@@ -552,6 +557,11 @@ def _select_simd(level="best"):
         level = "best"
     _variant = fxe_select(_LEVELS[level]).decode()
     return _variant
+
+
+def _omp_limit():
+    """The OpenMP runtime's thread limit that caps ``n_threads`` in every parallel kernel."""
+    return fxe_omp_max_threads()
 
 
 def _build_info():

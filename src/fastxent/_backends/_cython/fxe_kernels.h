@@ -285,9 +285,14 @@ static void fxe_exp_array(const double *x, double *o, Py_ssize_t n, int k)
 }
 
 #if defined(_OPENMP)
+#include <omp.h>
 #define FXE_OPENMP 1
+/* The OpenMP runtime's current limit: OMP_NUM_THREADS, omp_set_num_threads, and so
+   threadpoolctl's threadpool_limits (which calls it), as for scikit-learn's loops. */
+static inline int fxe_omp_max_threads(void) { return omp_get_max_threads(); }
 #else
 #define FXE_OPENMP 0
+static inline int fxe_omp_max_threads(void) { return 1; }
 #endif
 
 #ifndef FXE_BUILD_FLAGS
