@@ -89,7 +89,7 @@ def policy():
 
 
 def _bands_for(op, kind, dtype):
-    key = (op, kind, dtype)
+    key = (op, kind, dtype.char)
     bands = _bands.get(key)
     if bands is None:
         cells = policy()["cells"]

@@ -31,17 +31,21 @@ def _cgroup_quota():
 def usable_cores():
     """Cores this process may use: CPU affinity (taskset, cpusets) capped by a cgroup quota.
 
-    Cached per process id (a forked child re-reads it)."""
-    pid = os.getpid()
-    if pid not in _cores:
+    Cached; a forked child re-reads it."""
+    try:
+        return _cores["n"]
+    except KeyError:
         try:
             n = len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             n = os.cpu_count() or 1
         quota = _cgroup_quota()
-        _cores.clear()
-        _cores[pid] = min(n, quota) if quota else n
-    return _cores[pid]
+        _cores["n"] = n = min(n, quota) if quota else n
+        return n
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_cores.clear)
 
 
 def check(n_threads, name="n_threads"):

@@ -231,7 +231,7 @@ def check_ignore_index(ignore_index, name="ignore_index"):
 def class_vector(values, n_classes, dtype, name, scalar_ok=False):
     """A per-class weight vector of length C (length 0 for None): finite and >= 0."""
     if values is None:
-        return _NO_WEIGHTS[np.dtype(dtype).char]
+        return _NO_WEIGHTS[dtype.char]
     w = np.asarray(values)
     if w.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric; got dtype {w.dtype}")
