@@ -270,3 +270,87 @@ def test_threadpoolctl_limits_our_openmp_threads():
     assert ext._omp_limit() >= 2 or os.cpu_count() == 1
     np.testing.assert_array_equal(
         limited, fx.SparseSoftmaxCrossEntropy(backend="cython", n_threads=2).gradient(t, x))
+
+
+# ------------------------------------------------------- wide rows (online max) and small C
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_rows_online_max_matches_reference(simd, dtype):
+    """C > 2048: one streaming pass with a running max. Rows whose max rises in a late block,
+    start with all -inf blocks, are all -inf, hold NaN/+inf late, or have -inf classes."""
+    rng = np.random.default_rng(7)
+    n, c = 9, 5000
+    x = (rng.standard_normal((n, c)) * 3).astype(dtype)
+    x[0, 4999] = 40.0                       # max in the last (partial) block
+    x[1, :4100] = -np.inf                   # first blocks all -inf
+    x[2, :] = -np.inf                       # all -inf row
+    x[3, 3000] = np.nan                     # NaN in a middle block
+    x[4, ::3] = -np.inf                     # masked classes: exact zero gradient
+    x[5, 10] = 80.0                         # large max early
+    x[6, 2100] = np.inf                     # +inf
+    t = rng.integers(0, c, n).astype(np.intp)
+    t[1] = 4500
+    t[4] = 1
+    t[7] = -100
+    e = np.empty(0, dtype)
+    s = np.ones(n, dtype)
+    for kwargs in [dict(eps=0.0, z=0.0), dict(eps=0.0, z=1e-3), dict(eps=0.1, z=0.0)]:
+        got_l, got_g = np.empty(n, dtype), np.empty_like(x)
+        want_l, want_g = np.empty(n, dtype), np.empty_like(x)
+        cy.sparse_fused(x, t, e, kwargs["eps"], kwargs["z"], True, -100, s, got_l, got_g, 2)
+        ref.sparse_fused(x, t, e, kwargs["eps"], kwargs["z"], True, -100, s, want_l, want_g, 1)
+        rtol = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got_l, want_l, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(got_g, want_g, rtol=rtol, atol=rtol * 1e-2)
+        if kwargs["eps"] == 0:
+            assert np.all(got_g[4, 3::3] == 0)     # -inf classes: exactly 0
+        # in place == out of place
+        xi = x.copy()
+        li = np.empty(n, dtype)
+        cy.sparse_fused(xi, t, e, kwargs["eps"], kwargs["z"], True, -100, s, li, xi, 2)
+        np.testing.assert_array_equal(li, got_l)
+        np.testing.assert_array_equal(xi, got_g)
+    got_l, got_lse = np.empty(n, dtype), np.empty(n, dtype)
+    want_l, want_lse = np.empty(n, dtype), np.empty(n, dtype)
+    cy.sparse_forward(x, t, e, 0.0, 0.0, True, -100, got_l, got_lse, 2)
+    ref.sparse_forward(x, t, e, 0.0, 0.0, True, -100, want_l, want_lse, 1)
+    np.testing.assert_allclose(got_lse, want_lse, rtol=2e-6 if dtype == np.float32 else 1e-13)
+    np.testing.assert_allclose(got_l, want_l, rtol=2e-5 if dtype == np.float32 else 1e-12)
+    out = np.empty(n, dtype)
+    cy.logsumexp(x, out, 1)
+    np.testing.assert_allclose(out, want_lse, rtol=2e-6 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("c", list(range(2, 17)))
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 130, 300])
+def test_small_class_path_matches_reference(simd, c, n):
+    """The C <= 16 path (vectorised across rows: partial groups of 16, partial blocks),
+    with class weights, label smoothing, z-loss, per-row scale, bad and ignored labels."""
+    rng = np.random.default_rng(100 * c + n)
+    x = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+    x[::7, 0] = -np.inf
+    t = rng.integers(0, c, n).astype(np.intp)
+    t[::11] = -100
+    cw = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    s = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    for eps, z, w in [(0.0, 0.0, np.empty(0, np.float32)), (0.1, 1e-3, cw)]:
+        got_l, got_g = np.empty(n, np.float32), np.empty_like(x)
+        want_l, want_g = np.empty(n, np.float32), np.empty_like(x)
+        nb = cy.sparse_fused(x, t, w, eps, z, True, -100, s, got_l, got_g, 2)
+        ref.sparse_fused(x, t, w, eps, z, True, -100, s, want_l, want_g, 1)
+        assert nb == 0
+        np.testing.assert_allclose(got_l, want_l, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(got_g, want_g, rtol=2e-5, atol=1e-6)
+    tb = t.copy()
+    tb[::5] = c                              # out of range, not ignored: counted
+    tb[1::9] = -3
+    nbad_want = int(np.sum((tb < 0) | (tb >= c)) - np.sum(tb == -100))
+    got_l, got_g = np.empty(n, np.float32), np.empty_like(x)
+    nb = cy.sparse_fused(x, tb, np.empty(0, np.float32), 0.0, 0.0, True, -100, s[:1], got_l,
+                         got_g, 2)
+    assert nb == nbad_want
+    lse = np.empty(n, np.float32)
+    want = np.empty(n, np.float32)
+    cy.sparse_forward(x, t, np.empty(0, np.float32), 0.0, 0.0, True, -100, got_l, lse, 1)
+    ref.logsumexp(x, want, 1)
+    np.testing.assert_allclose(lse, want, rtol=2e-6, atol=1e-6)
