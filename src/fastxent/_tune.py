@@ -23,7 +23,7 @@ from . import _dispatch, _registry, _threads
 CLASSES = (2, 3, 10, 100, 1000, 10000, 32768)
 CELLS = [(kind, op) for kind in ("sparse", "dense", "sigmoid") for op in
          ("forward", "fused", "backward")] + [("util", "logsumexp"), ("util", "log_softmax")]
-SIZES = (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20)
+SIZES = (1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22)
 SMALL = 2560  # elements of a "small" problem, ranked on one thread: (256, 10)
 
 
@@ -131,14 +131,12 @@ def _parallel_from(module, kind, op, n_classes, dtype, nt, repeat, sizes, rng):
 
 
 def _merge(bands):
-    """Join adjacent bands with the same backend order (keep the larger threshold)."""
+    """Join adjacent bands that decide alike (same orders and thread cut-over)."""
     merged = []
+    keys = ("order", "small_order", "parallel_from")
     for band in bands:
-        if (merged and merged[-1]["order"] == band["order"]
-                and merged[-1]["small_order"] == band["small_order"]):
+        if merged and all(merged[-1][k] == band[k] for k in keys):
             merged[-1]["max_classes"] = band["max_classes"]
-            merged[-1]["parallel_from"] = max(merged[-1]["parallel_from"],
-                                              band["parallel_from"])
         else:
             merged.append(dict(band))
     return merged

@@ -82,7 +82,7 @@ if hasattr(os, "register_at_fork"):
 
 cdef Py_ssize_t _run(int k, int is64, fxe_params *p, int n_threads) noexcept nogil:
     cdef fxe_kernel fn = fxe_get(is64, k)
-    cdef Py_ssize_t n = p.n, per, chunk, nchunks, i, lo, hi
+    cdef Py_ssize_t n = p.n, per, chunk, nchunks, i, lo, hi, align
     cdef Py_ssize_t nbad = 0
     if n_threads <= 1 or _serial_only or n < 2 or n * p.C < PARALLEL_MIN_WORK:
         return fn(p, 0, n)
@@ -90,10 +90,13 @@ cdef Py_ssize_t _run(int k, int is64, fxe_params *p, int n_threads) noexcept nog
     n_threads = min(n_threads, fxe_omp_max_threads())
     if n_threads <= 1:
         return fn(p, 0, n)
-    # Fixed-size chunks of whole rows, aligned to FXE_SB rows so every row sits at the same
-    # place in its block whatever n_threads is: the same bits for any thread count.
+    # Chunks of whole rows. The small-C path works on blocks of FXE_SB rows, so there chunks
+    # are aligned to FXE_SB (every row keeps its place in its block whatever n_threads is:
+    # the same bits for any thread count); wider rows are independent, so any split works
+    # and a few long rows still spread over the threads.
     per = (n + n_threads - 1) // n_threads
-    chunk = ((per + FXE_SB - 1) // FXE_SB) * FXE_SB
+    align = FXE_SB if p.C <= FXE_SMALL_C else 1
+    chunk = ((per + align - 1) // align) * align
     nchunks = (n + chunk - 1) // chunk
     if nchunks < 2:
         return fn(p, 0, n)
