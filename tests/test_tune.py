@@ -15,10 +15,11 @@ def policy_file(tmp_path, monkeypatch):
         path = tmp_path / "policy.json"
         path.write_text(json.dumps(table))
         monkeypatch.setenv(_dispatch.POLICY_ENV_VAR, str(path))
-        monkeypatch.setattr(_dispatch, "_policy", None)
+        _dispatch.reload_policy()
         return path
     yield use
-    monkeypatch.setattr(_dispatch, "_policy", None)
+    monkeypatch.undo()
+    _dispatch.reload_policy()
 
 
 def test_auto_follows_the_policy_table(policy_file):

@@ -79,13 +79,19 @@ def policy_path():
 
 
 def policy():
-    """The auto policy table (loaded once)."""
+    """The auto policy table (loaded once; :func:`reload_policy` reads it again)."""
     global _policy
     if _policy is None:
         with open(policy_path()) as f:
             _policy = json.load(f)
-        _bands.clear()
     return _policy
+
+
+def reload_policy():
+    """Forget the loaded policy (e.g. after setting FASTXENT_AUTO_POLICY or tune --install)."""
+    global _policy
+    _policy = None
+    _bands.clear()
 
 
 def _bands_for(op, kind, dtype):
