@@ -13,8 +13,15 @@ from . import _validation as V
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
 
 
+# Unit scales (no weights, no upstream gradient): shared and read-only, as kernels only read.
+_ONES = {(np.dtype(t), ndim): np.ones((1,) * ndim, t) for t in (np.float32, np.float64)
+         for ndim in (1, 2)}
+for _a in _ONES.values():
+    _a.flags.writeable = False
+
+
 def _ones(dtype, ndim):
-    return np.ones((1,) * ndim, dtype)
+    return _ONES[dtype, ndim]
 
 
 # ------------------------------------------------------------------------- weights, scale
@@ -143,11 +150,17 @@ def _reads(p, *arrays):
     return reads + [a for a in arrays if a is not None and a.size > 1]
 
 
-def loss_buffer(p, reduction, sw):
-    """Buffer the kernel fills with per-row (or per-element) losses."""
-    if p.kind == "sigmoid" and (reduction == "none" or (sw is not None and sw.shape[1] > 1)):
-        return np.empty(p.x.shape, p.dtype)
-    return np.empty(p.n_rows, p.dtype)
+def loss_buffer(p, reduction, sw, out=None, name="out"):
+    """Buffer the kernel fills with per-row (or per-element) losses: the caller's ``out``
+    itself for ``reduction="none"`` when it is contiguous (no copy), else a new array."""
+    elementwise = p.kind == "sigmoid" and (reduction == "none" or (
+        sw is not None and sw.shape[1] > 1))
+    shape = p.x.shape if elementwise else (p.n_rows,)
+    if reduction == "none" and out is not None:
+        V.check_out(out, p.lead if p.kind != "sigmoid" else p.shape, p.dtype, name)
+        if out.flags.c_contiguous:
+            return out.reshape(shape)
+    return np.empty(shape, p.dtype)
 
 
 def reduce_loss(p, values, sw, reduction, denom, out, name="out"):
@@ -156,6 +169,8 @@ def reduce_loss(p, values, sw, reduction, denom, out, name="out"):
         values *= sw if values.ndim == sw.ndim else sw.reshape(values.shape)
     if reduction == "none":
         result = values.reshape(p.lead if p.kind != "sigmoid" else p.shape)
+        if out is not None and np.may_share_memory(out, values):
+            return out  # the kernel wrote into out (see loss_buffer)
     else:
         total = np.add.reduce(values, axis=None)
         if reduction == "mean":
@@ -188,7 +203,7 @@ def _targets(p):
 
 def loss(p, reduction, sample_weight, out, backend, n_threads, lse_out=None):
     sw, denom = _common(p, reduction, sample_weight)
-    values = loss_buffer(p, reduction, sw)
+    values = loss_buffer(p, reduction, sw, out)
     fn, nt = kernel(p, "forward", backend, n_threads)
     if p.kind == "sigmoid":
         n_bad = fn(p.x, *_targets(p), values, nt)
@@ -224,7 +239,7 @@ def loss_gradient(p, reduction, sample_weight, grad_loss, loss_out, grad_out, ba
                   n_threads):
     sw, denom = _common(p, reduction, sample_weight)
     s = scale(p, reduction, sw, grad_loss, denom)
-    values = loss_buffer(p, reduction, sw)
+    values = loss_buffer(p, reduction, sw, loss_out, "loss_out")
     buf, finish = grad_target(p, grad_out, "grad_out", avoid=_reads(p, s))
     fn, nt = kernel(p, "fused", backend, n_threads)
     check_status(p, fn(p.x, *_targets(p), s, values, buf, nt))
