@@ -1,59 +1,31 @@
 """Command line: ``python -m fastxent {info,check,bench,tune,demo}``."""
 
 import argparse
+import importlib
 import sys
 
-
-def _info(args):
-    from . import show_config
-    show_config()
-
-
-def _check(args):
-    from ._selfcheck import main
-    return main()
-
-
-def _bench(args):
-    from ._bench import main
-    return main(args)
-
-
-def _tune(args):
-    from ._tune import main
-    return main(args)
-
-
-def _demo(args):
-    from .sklearn._demo import main
-    return main(args)
+#: name -> (module with ``main(args)`` and optionally ``add_arguments(parser)``, help)
+COMMANDS = {
+    "info": ("fastxent._info", "versions, backends, build and thread settings"),
+    "check": ("fastxent._selfcheck", "correctness self-check of every backend against a "
+                                     "float64 oracle"),
+    "bench": ("fastxent._bench", "compare backends and the NumPy baseline (the main job)"),
+    "tune": ("fastxent._tune", "measure this machine and write an auto-policy table"),
+    "demo": ("fastxent.sklearn._demo", "train SoftmaxRegression on digits next to "
+                                       "scikit-learn (needs fastxent[sklearn])"),
+}
+_WITH_OPTIONS = ("bench", "tune")  # imported up front for their --help; the rest lazily
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastxent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, backends, build and thread settings").set_defaults(
-        func=_info)
-    sub.add_parser("check", help="correctness self-check of every backend against a float64 "
-                                 "oracle").set_defaults(func=_check)
-    bench = sub.add_parser("bench", help="compare backends and the NumPy baseline")
-    try:
-        from ._bench import add_arguments
-        add_arguments(bench)
-    except ImportError:
-        pass
-    bench.set_defaults(func=_bench)
-    tune = sub.add_parser("tune", help="measure this machine and write an auto-policy table")
-    try:
-        from ._tune import add_arguments as tune_args
-        tune_args(tune)
-    except ImportError:
-        pass
-    tune.set_defaults(func=_tune)
-    demo = sub.add_parser("demo", help="train SoftmaxRegression on digits next to scikit-learn")
-    demo.set_defaults(func=_demo)
+    for name, (module, text) in COMMANDS.items():
+        command = sub.add_parser(name, help=text)
+        if name in _WITH_OPTIONS:
+            importlib.import_module(module).add_arguments(command)
     args = parser.parse_args(argv)
-    return args.func(args) or 0
+    return importlib.import_module(COMMANDS[args.command][0]).main(args) or 0
 
 
 if __name__ == "__main__":

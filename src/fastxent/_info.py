@@ -57,3 +57,8 @@ def _lines(d, indent=0):
 def show_config(file=None):
     """Print versions, backends (and why one is missing), build and thread settings."""
     print("\n".join(_lines(config())), file=file or sys.stdout)
+
+
+def main(args=None):
+    """``python -m fastxent info``."""
+    show_config()

@@ -15,7 +15,7 @@ def _oracle(x, t):
     return lse - x[np.arange(len(t)), t], g
 
 
-def main():
+def main(args=None):
     rng = np.random.default_rng(0)
     rows = []
     ok = True
