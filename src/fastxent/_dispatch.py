@@ -41,7 +41,7 @@ def check_name(name, source="backend"):
 def requested(backend=None):
     """(name, where it came from) for this call, before "auto" is resolved."""
     if backend is not None:
-        return backend, "the backend= argument"
+        return check_name(backend), "the backend= argument"
     value, source = _config.get("backend")
     if value is None:
         return "auto", source
