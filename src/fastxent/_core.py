@@ -10,9 +10,6 @@ import numpy as np
 from . import _dispatch
 from . import _validation as V
 
-_EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
-
-
 # Unit scales (no weights, no upstream gradient): shared and read-only, as kernels only read.
 _ONES = {(np.dtype(t), ndim): np.ones((1,) * ndim, t) for t in (np.float32, np.float64)
          for ndim in (1, 2)}
@@ -208,7 +205,7 @@ def loss(p, reduction, sample_weight, out, backend, n_threads, lse_out=None):
     if p.kind == "sigmoid":
         n_bad = fn(p.x, *_targets(p), values, nt)
     else:
-        lse = _EMPTY[p.dtype] if lse_out is None else _lse_out(p, lse_out)
+        lse = V.ABSENT[p.dtype] if lse_out is None else _lse_out(p, lse_out)
         n_bad = fn(p.x, *_targets(p), values, lse, nt)
         if lse_out is not None and lse is not lse_out:
             lse_out[...] = lse.reshape(p.lead)
@@ -229,7 +226,7 @@ def gradient(p, reduction, sample_weight, grad_loss, out, backend, n_threads, ls
     if p.kind == "sigmoid":
         n_bad = fn(p.x, *_targets(p), s, buf, nt)
     else:
-        saved = _EMPTY[p.dtype] if lse is None else V.per_example(lse, p.lead, p.dtype, "lse")
+        saved = V.ABSENT[p.dtype] if lse is None else V.per_example(lse, p.lead, p.dtype, "lse")
         n_bad = fn(p.x, *_targets(p), s, saved, buf, nt)
     check_status(p, n_bad)
     return finish()
@@ -254,7 +251,7 @@ def labels_gradient(p, reduction, sample_weight, grad_loss, out, backend, n_thre
     if p.kind == "sigmoid":
         fn(p.x, p.cw, p.eps, s, buf, nt)
     else:
-        fn(p.x, p.cw, p.eps, s, _EMPTY[p.dtype], buf, nt)
+        fn(p.x, p.cw, p.eps, s, V.ABSENT[p.dtype], buf, nt)
     return finish()
 
 

@@ -12,9 +12,10 @@ import operator
 import numpy as np
 
 REDUCTIONS = ("none", "sum", "mean")
-# Length-0 "absent" weight vectors (kernel contract); read-only so no call can alter them.
-_NO_WEIGHTS = {np.dtype(t).char: np.empty(0, t) for t in (np.float32, np.float64)}
-for _w in _NO_WEIGHTS.values():
+#: Length-0 arrays meaning "absent" in the kernel contract (no class weights, no saved
+#: lse), per dtype; read-only so no call can alter them.
+ABSENT = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+for _w in ABSENT.values():
     _w.flags.writeable = False
 _FLOATS = (np.float32, np.float64)
 
@@ -231,7 +232,7 @@ def check_ignore_index(ignore_index, name="ignore_index"):
 def class_vector(values, n_classes, dtype, name, scalar_ok=False):
     """A per-class weight vector of length C (length 0 for None): finite and >= 0."""
     if values is None:
-        return _NO_WEIGHTS[dtype.char]
+        return ABSENT[dtype]
     w = np.asarray(values)
     if w.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric; got dtype {w.dtype}")
