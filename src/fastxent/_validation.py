@@ -12,11 +12,9 @@ import operator
 import numpy as np
 
 REDUCTIONS = ("none", "sum", "mean")
-#: Length-0 arrays meaning "absent" in the kernel contract (no class weights, no saved
-#: lse), per dtype; read-only so no call can alter them.
+#: Length-0 arrays meaning "absent" in the kernel contract (no class weights, no lse to
+#: read or write), per dtype. Writeable: forward kernels type the lse slot as an output.
 ABSENT = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
-for _w in ABSENT.values():
-    _w.flags.writeable = False
 _FLOATS = (np.float32, np.float64)
 
 
