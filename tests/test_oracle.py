@@ -91,8 +91,8 @@ def test_sparse_matches_oracle(backend, dtype, eps, use_cw, use_sw, z, reduction
     _assert_close(functional, want, dtype)
 
 
-@pytest.mark.parametrize("eps,use_cw,z,sparse", itertools.product(
-    [0.0, 0.2], [False, True], [0.0, 1e-2], [False, True]))
+@pytest.mark.parametrize("eps,use_cw,z,sparse", list(itertools.product(
+    [0.0, 0.2], [False, True], [0.0, 1e-2], [False, True])))
 def test_hessp_matches_oracle(backend, dtype, eps, use_cw, z, sparse):
     x, y, t, cw, sw = _inputs(dtype, seed=2)
     t = np.abs(t) % C
@@ -112,8 +112,8 @@ def test_hessp_matches_oracle(backend, dtype, eps, use_cw, z, sparse):
     _assert_close(got, want, dtype)
 
 
-@pytest.mark.parametrize("eps,use_pw,use_sw,reduction", itertools.product(
-    [0.0, 0.1], [False, True], [None, "row", "element"], REDUCTIONS))
+@pytest.mark.parametrize("eps,use_pw,use_sw,reduction", list(itertools.product(
+    [0.0, 0.1], [False, True], [None, "row", "element"], REDUCTIONS)))
 def test_sigmoid_matches_oracle(backend, dtype, eps, use_pw, use_sw, reduction):
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((N, C)) * 4).astype(dtype)
