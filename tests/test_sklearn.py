@@ -459,15 +459,19 @@ def test_demo_command():
 
 
 def test_benchmark_script_runs_and_agrees():
-    # The benchmark's own agreement column: every row close in log-loss to
-    # LogisticRegression's float64 answer.
+    # The benchmark's own agreement column "d obj": the penalised objective both estimators
+    # minimise, in float64, relative to LogisticRegression's float64 fit. That is what a
+    # converged solver guarantees (the gap is quadratic in the distance to the optimum: at
+    # tol=1e-8 about 1e-13 here); the log-loss alone trades against the penalty along flat
+    # directions and differs by more than the tolerance (5e-7 on iris at tol=1e-8), so it is
+    # printed but not asserted.
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tools",
                                                        "sklearn_fit_bench.py"),
-                          "--repeats", "1", "--synthetic-rows", "3000", "--tol", "1e-6",
+                          "--repeats", "1", "--synthetic-rows", "3000", "--tol", "1e-8",
                           "--threads", "1"],
                          check=True, capture_output=True, text=True, timeout=300).stdout
     rows = [ln for ln in out.splitlines() if re.search(r"float(32|64)", ln)]
     assert len(rows) == 6, out
     for row in rows:
-        limit = F32_LOG_LOSS_RTOL if "float32" in row else 1e-5
+        limit = F32_OBJECTIVE_RTOL if "float32" in row else 1e-9
         assert abs(float(row.split()[-1])) < limit, row
