@@ -172,6 +172,32 @@ class OptionalBuildExt(build_ext):
               "pip install --force-reinstall --no-binary fastxent fastxent")
 
 
+def _load(path, name):
+    """A module of the source tree, imported by path (the package itself is not built yet)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def generate():
+    """Write the generated sources: the shared maths constants and the compiled tiers (C),
+    and the Numba kernels' launch loops."""
+    backends = os.path.join("src", "fastxent", "_backends")
+    mathdef = _load(os.path.join(backends, "_mathdef.py"), "_fx_mathdef")
+    variants = _load(os.path.join(EXT_DIR, "_variants.py"), "_fx_variants")
+    numba_gen = _load(os.path.join(backends, "_numba_gen.py"), "_fx_numba_gen")
+    for name, text in ((os.path.join(EXT_DIR, "fxe_consts.h"), mathdef.c_header()),
+                       (os.path.join(EXT_DIR, "fxe_variants.h"), variants.c_source()),
+                       (os.path.join(backends, "_numba_loops.py"), numba_gen.source())):
+        path = os.path.join(HERE, name)
+        old = open(path).read() if os.path.exists(path) else None
+        if old != text:  # unchanged files keep their time stamp (no needless rebuild)
+            with open(path, "w") as f:
+                f.write(text)
+
+
 def extensions():
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     if BOUNDSCHECK:
@@ -189,7 +215,8 @@ def extensions():
     include_dirs = [numpy.get_include(), EXT_DIR]
     ext = Extension(EXT_NAME, [pyx], include_dirs=include_dirs, define_macros=macros,
                     depends=[os.path.join(EXT_DIR, h) for h in
-                             ("fxe_kernels.h", "fxe_rows_impl.h", "fxe_math.h")])
+                             ("fxe_kernels.h", "fxe_rows.h", "fxe_math.h", "fxe_params.h",
+                              "fxe_runner.h", "fxe_consts.h", "fxe_variants.h")])
     try:
         from Cython.Build import cythonize
     except ImportError:
@@ -208,4 +235,5 @@ def extensions():
         return []
 
 
+generate()  # before setuptools collects the package: _numba_loops.py is part of it
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

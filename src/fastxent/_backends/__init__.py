@@ -1,57 +1,109 @@
-"""The kernel table: what every backend implements, with the same names and argument order.
+"""The kernel ABI: one record describes every kernel call, and every backend runs it.
 
-A backend is a module that defines ``NAME``, ``is_available()``, ``why_unavailable()`` and
-every function in :data:`KERNELS`. The NumPy backend (``numpy_.py``) is the readable
-specification of the maths; the others must agree with it (tests run the whole matrix per
-backend).
+A backend is a module with ``NAME``, ``is_available()``, ``why_unavailable()`` and
+``run(call, n_threads) -> Status``. ``call`` is a :class:`KernelCall`, built by the engine
+(or by :func:`kernel_call` in tools and tests): the only way arguments reach a kernel. The
+NumPy backend (``numpy_.py``) is the readable specification of the maths; the compiled ones
+must agree with it (the tests run the whole matrix per backend). Adding a kernel means one
+family here and one branch per backend, nothing else.
 
-Contract (DESIGN.md "Kernel contract"):
+Contract (DESIGN.md, "Kernel contract"):
 
 * ``x`` (logits) is a 2-D C-contiguous ``(n, C)`` float32 or float64 array, possibly
-  read-only. Every other float array has ``x.dtype``. Kernels never convert, never allocate
-  an output the caller provides, and never raise on data: they *report* (return a count).
-* ``y`` dense labels: ``(n, C)``, same dtype. ``t`` integer labels: ``(n,)`` ``np.intp``.
-* ``cw`` class weights: ``(C,)``, or length 0 for "no class weights".
-* ``eps`` label smoothing in [0, 1]: ``y' = (1 - eps) y + eps / C`` (sigmoid: ``eps / 2``),
-  applied inside the kernel, never materialised.
-* ``z`` z-loss coefficient: the row loss gains ``z * lse**2``.
-* ``has_ignore``/``ignore_index``: rows with ``t == ignore_index`` (when ``has_ignore``)
-  contribute exactly 0 to loss and gradient.
-* ``scale``: per-row factor applied to gradients (upstream gradient x sample weight /
-  reduction denominator). Softmax kernels: shape ``(n,)`` or ``(1,)`` (broadcast).
-  Sigmoid kernels: 2-D ``(n or 1, C or 1)`` (elementwise upstream gradients).
-* ``lse``: ``(n,)`` buffer; forward kernels fill it when its length is ``n`` (length 0: skip);
-  backward kernels use it instead of recomputing max and sum-of-exp when its length is ``n``.
-* Outputs (``loss``, ``grad``, ``out``) are caller-provided; ``grad``/``out`` may be ``x``
-  itself (in-place), so a kernel must finish reading a row of ``x`` before writing it or
-  write each element only after its last read.
-* Per-row losses (softmax: ``loss`` shape ``(n,)``) include class weights, smoothing and the
-  z-loss, but not sample weights (the boundary applies those and the reduction).
-  Sigmoid ``loss`` is ``(n, C)`` (elementwise) or ``(n,)`` (row sums of the elementwise loss).
-* Sparse kernels return the number of labels outside ``[0, C)`` that are not ignored; such
-  rows are treated as ignored (never indexed), and the boundary turns the count into an error.
-  Other kernels return 0.
-* Exactness: a class whose coefficient is 0 (label 0, class weight 0) contributes exactly 0
-  even where its logit is -inf (no ``0 * inf``). NaN in a row propagates to that row only.
-* ``n_threads`` (>= 1) is honoured; results do not depend on it (same bits).
+  read-only. Every other float array has ``x.dtype``; ``t`` is ``np.intp``. Kernels never
+  convert, never allocate an output the caller provides, and never raise on data: they
+  *report* (a :class:`Status`).
+* ``None`` means absent (no class weights, no saved logsumexp, no loss wanted, ...); how a
+  backend represents that internally is its own business.
+* Outputs (``loss``, ``grad``, ``lse_out``) are caller-owned. ``grad`` may be ``x`` itself
+  (in place): a kernel finishes reading a row of ``x`` before it writes that row. No other
+  output may overlap an input or another output (the boundary guarantees it).
+* Per-row losses include class weights, smoothing, the z-loss and the softcap, but not the
+  row weights ``rs``; the returned ``total`` is ``sum_i rs_i * loss_i`` (in float64, summed
+  in an order that depends on the shape only), so reductions never need a pass in Python.
+* Gradients are scaled by ``gscale * rs_i`` (upstream gradient, sample weight and the mean's
+  denominator folded in by the engine); kernels never know about "mean" or "sum".
+* Integer labels outside ``[0, C)`` that are not ``ignore_index`` are counted in
+  ``Status.nbad`` and their rows treated as ignored (never indexed); the boundary turns the
+  count into an error. With ``shard=True`` (a class shard of a wider row) such labels are
+  simply not in this shard.
+* Exactness: a class whose coefficient is 0 contributes exactly 0 even where its logit is
+  -inf; NaN in a row stays in that row. Results do not depend on ``n_threads`` (same bits).
 """
 
-#: Every kernel a backend must provide, with its argument list (the contract above).
-KERNELS = {
-    "dense_forward": "x, y, cw, eps, z, loss, lse, n_threads",
-    "dense_backward": "x, y, cw, eps, z, scale, lse, grad, n_threads",
-    "dense_fused": "x, y, cw, eps, z, scale, loss, grad, n_threads",
-    "dense_label_grad": "x, cw, eps, scale, lse, out, n_threads",
-    "dense_hessp": "x, y, cw, eps, z, scale, v, out, n_threads",
-    "sparse_forward": "x, t, cw, eps, z, has_ignore, ignore_index, loss, lse, n_threads",
-    "sparse_backward": "x, t, cw, eps, z, has_ignore, ignore_index, scale, lse, grad, n_threads",
-    "sparse_fused": "x, t, cw, eps, z, has_ignore, ignore_index, scale, loss, grad, n_threads",
-    "sparse_hessp": "x, t, cw, eps, z, has_ignore, ignore_index, scale, v, out, n_threads",
-    "sigmoid_forward": "x, y, pw, eps, loss, n_threads",
-    "sigmoid_backward": "x, y, pw, eps, scale, grad, n_threads",
-    "sigmoid_fused": "x, y, pw, eps, scale, loss, grad, n_threads",
-    "sigmoid_label_grad": "x, pw, eps, scale, out, n_threads",
-    "logsumexp": "x, out, n_threads",
-    "log_softmax": "x, out, n_threads",
-    "softmax": "x, out, n_threads",
-}
+from collections import namedtuple
+
+import numpy as np
+
+#: Kernel families (the C side has the same numbers: _cython/fxe_params.h).
+SOFTMAX, HESSP, LABEL_GRAD, SIGMOID, SIGMOID_LABEL_GRAD, LOGSUMEXP, LOG_SOFTMAX, SOFTMAX_PROB = \
+    range(8)
+FAMILIES = ("softmax", "hessp", "label_grad", "sigmoid", "sigmoid_label_grad", "logsumexp",
+            "log_softmax", "softmax_prob")
+
+#: Diagnostics (``check`` bits) and the counters a Status reports for them.
+CHECK_PROB, CHECK_NONFINITE, CHECK_LABELS = 1, 2, 4
+DIAG = ("prob_rows", "nonfinite_rows", "nan_label_rows", "neg_label_rows", "sum_label_rows",
+        "big_label_rows", "unit_elems", "out01_elems")
+
+#: The record, field by field (name, meaning). Order matters: the compiled backend reads
+#: fields by position.
+FIELDS = (
+    ("family", "one of the families above"),
+    ("x", "(n, C) logits"),
+    ("y", "dense labels (n, C), or one row (1, C) broadcast to every row, or None"),
+    ("t", "integer labels (n,) np.intp, or None"),
+    ("cw", "(C,) class weights (softmax) or pos_weight (sigmoid), or None"),
+    ("rs", "row weights (n,); sigmoid: (n,) or per element (n, C); or None (all 1)"),
+    ("lse_in", "(n,) saved logsumexp: backward in one pass, or None"),
+    ("coef_in", "(n,) softmax coefficient of a class shard (with lse_in), or None"),
+    ("v", "(n, C) vector of a Hessian-vector product, or None"),
+    ("loss", "(n,) per-row losses (sigmoid: (n, C) elementwise), or None"),
+    ("grad", "(n, C) gradient / hessp / softmax output (may be x), or (n,) logsumexp"),
+    ("lse_out", "(n,) logsumexp of each row, or None"),
+    ("ignore_index", "integer label to ignore, or None"),
+    ("eps", "label smoothing in [0, 1]"),
+    ("n_classes", "classes the smoothing spreads over (C, or the full row for a shard)"),
+    ("z", "z-loss coefficient"),
+    ("softcap", "logit softcap c (logits -> c tanh(x / c)), 0 for none"),
+    ("gscale", "gradient factor applied to every row (with rs)"),
+    ("want_total", "compute Status.total even without a loss buffer"),
+    ("shard", "labels outside [0, C) belong to other shards (not errors)"),
+    ("check", "diagnostics bits"),
+    ("prob_tol", "diagnostics: |row sum - 1| under which logits look like probabilities"),
+    ("label_tol", "diagnostics: |row sum - 1| above which labels are not a distribution"),
+)
+KernelCall = namedtuple("KernelCall", [name for name, _ in FIELDS])
+KernelCall.__doc__ = "One kernel call (see the module docstring and FIELDS)."
+
+#: What a kernel reports: bad labels, the weighted loss total, and diagnostics counts
+#: (``diag`` and ``first``: dicts keyed by DIAG names, or None when ``check`` is 0).
+Status = namedtuple("Status", ["nbad", "total", "diag", "first"])
+
+_DEFAULTS = dict(y=None, t=None, cw=None, rs=None, lse_in=None, coef_in=None, v=None,
+                 loss=None, grad=None, lse_out=None, ignore_index=None, eps=0.0,
+                 n_classes=0, z=0.0, softcap=0.0, gscale=1.0, want_total=False,
+                 shard=False, check=0, prob_tol=0.0, label_tol=0.0)
+
+
+def kernel_call(family, x, **fields):
+    """A :class:`KernelCall` with defaults for the fields not given (tools and tests; the
+    engine builds its records positionally)."""
+    unknown = set(fields) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown kernel fields: {', '.join(sorted(unknown))}")
+    values = dict(_DEFAULTS, **fields)
+    if not values["n_classes"]:
+        values["n_classes"] = x.shape[1]
+    return KernelCall(family, x, **values)
+
+
+def empty_status(check):
+    """The Status of a call with no rows."""
+    if not check:
+        return Status(0, 0.0, None, None)
+    return Status(0, 0.0, dict.fromkeys(DIAG, 0), dict.fromkeys(DIAG, -1))
+
+
+def float_dtypes():
+    return (np.dtype(np.float32), np.dtype(np.float64))

@@ -1,35 +1,34 @@
-"""The ``cython`` backend: compiled C row kernels (``_cython/_kernels.pyx`` + headers).
+"""The ``cython`` backend: the compiled C row kernels (``_cython/``), one entry point.
 
-This module always imports: when the extension was not built (no C compiler at install
-time, a failed build, an incompatible binary) ``is_available()`` is False and
-``why_unavailable()`` says why and how to fix it; the kernels are then absent.
+This module always imports: when the extension was not built (no C compiler or no Cython
+at install time, a failed build, an incompatible binary) ``is_available()`` is False and
+``why_unavailable()`` says why and how to fix it.
 
-Build facts (OpenMP, SIMD variant in use, flags, bounds checks) are in :func:`build_info`.
-Environment, read at import: ``FASTXENT_SIMD=baseline|avx2|avx512`` caps the SIMD variant
-of the row kernels (default: the best this CPU supports, chosen with __builtin_cpu_supports;
-the build itself stays portable x86-64). ``FASTXENT_OMP_AFTER_FORK=1`` keeps OpenMP threads
-in forked children (only safe with a fork-safe OpenMP runtime; GNU libgomp hangs).
+Environment, read at import: ``FASTXENT_SIMD=baseline|avx2|avx512`` caps the instruction-set
+tier of the row kernels (default: the best this CPU supports, chosen with
+``__builtin_cpu_supports``; the build itself stays portable). ``FASTXENT_OMP_AFTER_FORK=1``
+keeps OpenMP threads in forked children (only safe with a fork-safe OpenMP runtime; GNU
+libgomp hangs).
 """
-
-from .. import _backends
 
 NAME = "cython"
 
-_FIX = ("reinstall with a C compiler available: "
-        "pip install --force-reinstall --no-binary fastxent fastxent "
-        "(from a source checkout: pip install -e . --no-build-isolation)")
+#: How to get the extension (shared with ``python -m fastxent info``).
+FIX = ("reinstall from a source checkout with a C compiler and Cython available: "
+       "pip install . (a developer install: pip install -e . --no-build-isolation needs "
+       "Cython, NumPy, setuptools and wheel in the environment first: "
+       "pip install cython numpy setuptools wheel)")
 
 try:
     from ._cython import _kernels as _ext
 except Exception as exc:  # ImportError, or a broken binary: report, never raise
     _ext = None
     _REASON = (f"the compiled extension fastxent._backends._cython._kernels could not be "
-               f"imported ({type(exc).__name__}: {exc}); {_FIX}")
+               f"imported ({type(exc).__name__}: {exc}); {FIX}")
+    run = None
 else:
     _REASON = ""
-    for _name in _backends.KERNELS:
-        globals()[_name] = getattr(_ext, _name)
-    del _name
+    run = _ext.run
 
 
 def is_available():

@@ -1,74 +1,98 @@
 # cython: language_level=3
-"""Compiled kernels of the fastxent ``cython`` backend (thin layer over fxe_kernels.h).
+"""Compiled kernels of the fastxent ``cython`` backend: one entry point, :func:`run`.
 
-Every public function here has the argument list of ``fastxent._backends.KERNELS``. Each one
-checks its arguments cheaply (dtype, shape, C-contiguity, writability: C struct reads, no
-Python calls), fills an ``fxe_params`` struct of raw pointers and runs the C row-block
-kernel for the array's dtype over row chunks, in a ``prange`` with ``num_threads=n_threads``,
-or serially (no OpenMP region) for one thread or small problems. The GIL is released.
+``run(call, n_threads)`` reads a ``fastxent._backends.KernelCall`` by position into a C
+``fxe_params`` record and runs the row kernels of the active instruction-set tier
+(fxe_kernels.h) over the rows, in parallel with OpenMP when ``n_threads > 1``. Long calls are
+cut into super-blocks of about 16M elements between which the GIL is taken back to check for
+signals (Ctrl-C stops a call within ~0.1 s; outputs are then partly written). Compiler
+directives come from the table in setup.py.
 
-Arrays are taken as ``ndarray`` and read through ``PyArray_DATA`` rather than as typed
-memoryviews: that costs ~10 ns per array instead of ~100-200 ns for acquiring a buffer,
-works the same for read-only inputs, and needs no fused-type dispatch (the dtype picks a
-C function table). Compiler directives come from the table in setup.py.
+The ABI guards below check what memory safety needs (dtype, dimensions, contiguity and the
+shape of every array against ``x``); they are not the user-facing validation, which happens
+once at the boundary (``fastxent._boundary``), and they cost ~10 ns per array.
 """
 
 import os
 
 cimport numpy as cnp
-from cython.parallel cimport prange
+from cpython.exc cimport PyErr_CheckSignals
 
 cnp.import_array()
 
 cdef extern from "fxe_kernels.h" nogil:
+    ctypedef Py_ssize_t fxe_ssize
+    enum:
+        FXE_N_DIAG
+        FXE_N_TIERS
+        FXE_SMALL_C
+        FXE_SB
+        FXE_SOFTMAX, FXE_HESSP, FXE_LABEL_GRAD, FXE_SIGMOID, FXE_SIGMOID_LABEL_GRAD
+        FXE_LOGSUMEXP, FXE_LOG_SOFTMAX, FXE_SOFTMAX_PROB
+    ctypedef struct fxe_counts:
+        fxe_ssize nbad
+        int failed
+        fxe_ssize diag[8]
+        fxe_ssize first[8]
     ctypedef struct fxe_params:
         const void *x
         const void *y
+        const fxe_ssize *t
         const void *cw
-        const void *scale
-        const void *v
+        const void *rs
         const void *lse_in
-        const Py_ssize_t *t
+        const void *coef_in
+        const void *v
         void *loss
         void *grad
         void *lse_out
-        Py_ssize_t n, C
-        int sparse, has_cw, has_lse_in, scale_full, scale_rows_full, scale_cols_full
-        int loss_2d, mode, has_ignore
-        Py_ssize_t ignore_index
-        double eps, z, sum_cw
-    ctypedef Py_ssize_t (*fxe_kernel)(const fxe_params *, Py_ssize_t, Py_ssize_t) noexcept nogil
-    enum:
-        FXE_K_SOFTMAX, FXE_K_HESSP, FXE_K_LABEL_GRAD, FXE_K_UTILITY, FXE_K_SIGMOID,
-        FXE_K_SIGMOID_LABEL_GRAD
-        FXE_HAVE_AVX2_VARIANT, FXE_OPENMP, FXE_DEBUG_CHECKS, FXE_SMALL_C, FXE_SB
-    fxe_kernel fxe_get(int is_f64, int k)
-    const char *fxe_select(int want)
-    int fxe_cpu_has_avx2_fma()
-    int fxe_cpu_has_avx512()
-    int fxe_omp_max_threads()
-    void fxe_expf_array(const float *x, float *o, Py_ssize_t n, int k)
-    void fxe_exp_array(const double *x, double *o, Py_ssize_t n, int k)
+        fxe_ssize n, C, y_rows
+        int family, has_ignore, shard, rs_elem, loss_2d, want_total, nt_store, check, mode
+        fxe_ssize ignore_index
+        double eps, epsc, z, softcap, gscale, sum_cw, prob_tol, label_tol
+    ctypedef double (*fxe_kernel)(const fxe_params *, fxe_ssize, fxe_ssize, void *,
+                                  fxe_counts *) noexcept nogil
+    int fxe_select(int want)
+    int fxe_tier_supported(int k)
+    const char *fxe_tier_names[]
+    fxe_kernel fxe_plan(const fxe_params *p, int is64, fxe_ssize *task, size_t *scratch)
+    double fxe_run(fxe_kernel fn, const fxe_params *p, fxe_ssize r0, fxe_ssize r1,
+                   fxe_ssize task, int nthreads, size_t scratch_bytes, fxe_counts *cn)
+    void fxe_counts_init(fxe_counts *c)
+    float fxe_expf_neg(float x)
+    double fxe_exp_neg(double x)
+    float fxe_expf(float x)
+    double fxe_exp(double x)
+    float fxe_logf(float x)
+    double fxe_log(double x)
+    float fxe_log1pf(float x)
+    double fxe_log1p(double x)
+    float fxe_expm1f_neg(float x)
+    double fxe_expm1_neg(double x)
     const char *FXE_BUILD_FLAGS
     const char *FXE_BUILD_DIRECTIVES
+    int FXE_OPENMP
+    int fxe_omp_max_threads()
 
-# Below this many elements (n * C) a call runs serially, with no OpenMP region at all:
-# 32768 float32 elements of a fused kernel take ~10-20 us on one core, while opening an
-# OpenMP region and joining it costs a few us and the second core's caches start cold.
-cdef Py_ssize_t PARALLEL_MIN_WORK = 32768
+from .. import DIAG, Status
+
+#: Elements per super-block between signal checks (~5-50 ms of work).
+cdef fxe_ssize SUPER_ELEMS = 1 << 24
+#: Gradients larger than this many bytes are written with non-temporal stores (they would
+#: only evict the inputs from the last-level cache); set at import from the L3 size.
+cdef Py_ssize_t NT_BYTES = 1 << 62
 
 cdef bint _omp_used = False       # this process has opened an OpenMP region
 cdef bint _serial_only = False    # forked child of such a process: never open one
-
-cdef str _variant = ""
+cdef int _tier = 0
 
 
 def _after_fork_in_child():
     # GNU libgomp keeps its thread pool's bookkeeping across fork() but not the threads: a
     # child of a process that used OpenMP threads can hang in its first parallel region.
-    # Such a child therefore runs every kernel serially (same results: they never depend
-    # on the thread count). FASTXENT_OMP_AFTER_FORK=1 keeps OpenMP on in children (for a
-    # fork-safe OpenMP runtime; also how the tests observe the runtime's own behaviour).
+    # Such a child runs every kernel on one thread (same results: they never depend on the
+    # thread count). FASTXENT_OMP_AFTER_FORK=1 keeps OpenMP in children (for a fork-safe
+    # OpenMP runtime; also how the tests observe the runtime's own behaviour).
     global _serial_only
     if _omp_used and os.environ.get("FASTXENT_OMP_AFTER_FORK", "") in ("", "0"):
         _serial_only = True
@@ -78,512 +102,219 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# ------------------------------------------------------------------ runner
+# ------------------------------------------------------------------ ABI guards
 
-cdef Py_ssize_t _run(int k, int is64, fxe_params *p, int n_threads) noexcept nogil:
-    cdef fxe_kernel fn = fxe_get(is64, k)
-    cdef Py_ssize_t n = p.n, per, chunk, nchunks, i, lo, hi, align
-    cdef Py_ssize_t nbad = 0
-    if n_threads <= 1 or _serial_only or n < 2 or n * p.C < PARALLEL_MIN_WORK:
-        return fn(p, 0, n)
-    # Honour the OpenMP runtime's limit (threadpoolctl.threadpool_limits, OMP_NUM_THREADS).
-    n_threads = min(n_threads, fxe_omp_max_threads())
-    if n_threads <= 1:
-        return fn(p, 0, n)
-    # Chunks of whole rows. The small-C path works on blocks of FXE_SB rows, so there chunks
-    # are aligned to FXE_SB (every row keeps its place in its block whatever n_threads is:
-    # the same bits for any thread count); wider rows are independent, so any split works
-    # and a few long rows still spread over the threads.
-    per = (n + n_threads - 1) // n_threads
-    align = FXE_SB if p.C <= FXE_SMALL_C else 1
-    chunk = ((per + align - 1) // align) * align
-    nchunks = (n + chunk - 1) // chunk
-    if nchunks < 2:
-        return fn(p, 0, n)
-    global _omp_used
-    _omp_used = True
-    for i in prange(nchunks, num_threads=n_threads, schedule="static"):
-        lo = i * chunk
-        hi = lo + chunk
-        if hi > n:
-            hi = n
-        nbad += fn(p, lo, hi)
-    return nbad
+cdef inline const void *_arr(object a, int typenum, Py_ssize_t d0, Py_ssize_t d1,
+                             bint out, str name) except? NULL:
+    """The data of an array of typenum and shape (d0,) / (d0, d1) (d1 < 0: 1-D), C-contiguous
+    (and writeable for an output); NULL for None."""
+    if a is None:
+        return NULL
+    cdef cnp.ndarray arr = <cnp.ndarray?>a
+    cdef int nd = 1 if d1 < 0 else 2
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != nd
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_DIM(arr, 0) != d0
+            or (nd == 2 and cnp.PyArray_DIM(arr, 1) != d1)
+            or (out and not cnp.PyArray_ISWRITEABLE(arr))):
+        expected = str((d0,)) if d1 < 0 else str((d0, d1))
+        raise ValueError(f"kernel contract violated by {name}: dtype {a.dtype}, shape "
+                         f"{a.shape}, expected {expected}")
+    return cnp.PyArray_DATA(arr)
 
 
-# ------------------------------------------------------------------ argument checks
+cdef inline Py_ssize_t _rows(object a) except -1:
+    return 0 if a is None else cnp.PyArray_DIM(<cnp.ndarray?>a, 0)
 
-cdef inline int _x_dtype(cnp.ndarray x) except -1:
-    """0 for float32, 1 for float64; x must be 2-D C-contiguous."""
+
+# ------------------------------------------------------------------ the entry point
+
+def run(object kernel_call, int n_threads):
+    """Run one ``KernelCall`` on up to ``n_threads`` threads; returns a ``Status``."""
+    if not isinstance(kernel_call, tuple) or len(<tuple>kernel_call) != 23:
+        raise TypeError("run() takes a fastxent._backends.KernelCall")
+    cdef tuple call = <tuple>kernel_call
+    cdef fxe_params p
+    cdef cnp.ndarray x = <cnp.ndarray?>call[1]
     cdef int tn = cnp.PyArray_TYPE(x)
-    if cnp.PyArray_NDIM(x) != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(x):
-        raise ValueError("x must be a 2-D C-contiguous array")
-    if tn == cnp.NPY_FLOAT32:
-        return 0
+    cdef int is64
     if tn == cnp.NPY_FLOAT64:
-        return 1
-    raise TypeError("x must be float32 or float64")
-
-
-cdef inline int _chk(cnp.ndarray a, int typenum, int ndim, Py_ssize_t d0, Py_ssize_t d1,
-                     bint out, str name) except -1:
-    """a has typenum, ndim and shape (d0[, d1]) (-1: any), is C-contiguous (writable if out)."""
-    if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim \
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{name}: wrong dtype, dimensions or memory layout")
-    if d0 >= 0 and cnp.PyArray_DIM(a, 0) != d0:
-        raise ValueError(f"{name}: wrong shape")
-    if ndim == 2 and d1 >= 0 and cnp.PyArray_DIM(a, 1) != d1:
-        raise ValueError(f"{name}: wrong shape")
-    if out and not cnp.PyArray_ISWRITEABLE(a):
-        raise ValueError(f"{name}: output is read-only")
-    return 0
-
-
-cdef inline int _opt_len(cnp.ndarray a, int typenum, Py_ssize_t m, str name) except -1:
-    """1-D of length 0 (absent: returns 0) or m (returns 1)."""
-    _chk(a, typenum, 1, -1, -1, False, name)
-    cdef Py_ssize_t k = cnp.PyArray_DIM(a, 0)
-    if k == 0:
-        return 0
-    if k != m:
-        raise ValueError(f"{name}: length must be 0 or {m}")
-    return 1
-
-
-cdef inline int _init(fxe_params *p, cnp.ndarray x, int *tn) except -1:
-    cdef int is64 = _x_dtype(x)
-    tn[0] = cnp.NPY_FLOAT64 if is64 else cnp.NPY_FLOAT32
+        is64 = 1
+    elif tn == cnp.NPY_FLOAT32:
+        is64 = 0
+    else:
+        raise ValueError(f"kernel contract violated by x: dtype {x.dtype}")
+    if cnp.PyArray_NDIM(x) != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(x):
+        raise ValueError("kernel contract violated by x: not 2-D C-contiguous")
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), C = cnp.PyArray_DIM(x, 1)
+    p.family = <int>call[0]
+    p.n, p.C = n, C
     p.x = cnp.PyArray_DATA(x)
-    p.y = NULL
-    p.cw = NULL
-    p.scale = NULL
-    p.v = NULL
-    p.lse_in = NULL
-    p.t = NULL
-    p.loss = NULL
-    p.grad = NULL
-    p.lse_out = NULL
-    p.n = cnp.PyArray_DIM(x, 0)
-    p.C = cnp.PyArray_DIM(x, 1)
-    p.sparse = 0
-    p.has_cw = 0
-    p.has_lse_in = 0
-    p.scale_full = 0
-    p.scale_rows_full = 0
-    p.scale_cols_full = 0
-    p.loss_2d = 0
-    p.mode = 0
-    p.has_ignore = 0
-    p.ignore_index = 0
-    p.eps = 0.0
-    p.z = 0.0
-    p.sum_cw = <double>p.C
-    return is64
-
-
-cdef inline int _scale1(fxe_params *p, cnp.ndarray scale, int tn) except -1:
-    """softmax scale: (n,) or (1,)"""
-    _chk(scale, tn, 1, -1, -1, False, "scale")
-    cdef Py_ssize_t k = cnp.PyArray_DIM(scale, 0)
-    if k != p.n and k != 1:
-        raise ValueError("scale: length must be n or 1")
-    p.scale = cnp.PyArray_DATA(scale)
-    p.scale_full = k == p.n
-    return 0
-
-
-cdef inline int _scale2(fxe_params *p, cnp.ndarray scale, int tn) except -1:
-    """sigmoid scale: (n or 1, C or 1)"""
-    _chk(scale, tn, 2, -1, -1, False, "scale")
-    cdef Py_ssize_t a = cnp.PyArray_DIM(scale, 0), b = cnp.PyArray_DIM(scale, 1)
-    if (a != p.n and a != 1) or (b != p.C and b != 1):
-        raise ValueError("scale: shape must be (n or 1, C or 1)")
-    p.scale = cnp.PyArray_DATA(scale)
-    p.scale_rows_full = a == p.n
-    p.scale_cols_full = b == p.C
-    return 0
-
-
-cdef inline int _cw(fxe_params *p, cnp.ndarray cw, int tn, bint need_sum) except -1:
+    p.y_rows = _rows(call[2])
+    p.y = _arr(call[2], tn, 1 if p.y_rows == 1 else n, C, False, "y")
+    p.t = <const fxe_ssize *>_arr(call[3], cnp.NPY_INTP, n, -1, False, "t")
+    p.cw = _arr(call[4], tn, C, -1, False, "cw")
+    cdef object rs = call[5]
+    p.rs_elem = rs is not None and cnp.PyArray_NDIM(<cnp.ndarray?>rs) == 2
+    p.rs = _arr(rs, tn, n, C if p.rs_elem else -1, False, "rs")
+    p.lse_in = _arr(call[6], tn, n, -1, False, "lse_in")
+    p.coef_in = _arr(call[7], tn, n, -1, False, "coef_in")
+    p.v = _arr(call[8], tn, n, C, False, "v")
+    cdef object loss = call[9]
+    p.loss_2d = loss is not None and cnp.PyArray_NDIM(<cnp.ndarray?>loss) == 2
+    p.loss = <void *>_arr(loss, tn, n, C if p.loss_2d else -1, True, "loss")
+    p.grad = <void *>_arr(call[10], tn, n, -1 if p.family == FXE_LOGSUMEXP else C, True,
+                          "grad")
+    p.lse_out = <void *>_arr(call[11], tn, n, -1, True, "lse_out")
+    cdef object ignore = call[12]
+    p.has_ignore = ignore is not None
+    p.ignore_index = <fxe_ssize>ignore if ignore is not None else 0
+    p.eps = call[13]
+    cdef Py_ssize_t ncls = call[14]
+    p.epsc = p.eps / <double>(ncls if ncls > 0 else C)
+    p.z = call[15]
+    p.softcap = call[16]
+    p.gscale = call[17]
+    p.want_total = call[18]
+    p.shard = call[19]
+    p.check = call[20]
+    p.prob_tol = call[21]
+    p.label_tol = call[22]
+    p.mode = 1 if p.family == FXE_LOG_SOFTMAX else 0
     cdef Py_ssize_t c
-    cdef double s = 0.0
-    p.has_cw = _opt_len(cw, tn, p.C, "cw")
-    p.cw = cnp.PyArray_DATA(cw)
-    if p.has_cw and need_sum:
-        if tn == cnp.NPY_FLOAT32:
-            for c in range(p.C):
-                s += (<const float *>p.cw)[c]
-        else:
-            for c in range(p.C):
-                s += (<const double *>p.cw)[c]
-        p.sum_cw = s
-    return 0
+    p.sum_cw = 0.0
+    if p.cw == NULL:
+        p.sum_cw = <double>(ncls if ncls > 0 else C)
+    elif is64:
+        for c in range(C):
+            p.sum_cw += (<const double *>p.cw)[c]
+    else:
+        for c in range(C):
+            p.sum_cw += (<const float *>p.cw)[c]
+    if (p.family in (FXE_SOFTMAX, FXE_HESSP) and p.y == NULL and p.t == NULL) or \
+            (p.family == FXE_SIGMOID and p.y == NULL):
+        raise ValueError("kernel contract violated: labels are absent")
+    p.nt_store = p.grad != NULL and n * C * (8 if is64 else 4) > NT_BYTES
 
-
-cdef inline int _labels(fxe_params *p, cnp.ndarray t, bint has_ignore,
-                        Py_ssize_t ignore_index) except -1:
-    _chk(t, cnp.NPY_INTP, 1, p.n, -1, False, "t")
-    p.t = <const Py_ssize_t *>cnp.PyArray_DATA(t)
-    p.sparse = 1
-    p.has_ignore = has_ignore
-    p.ignore_index = ignore_index
-    return 0
-
-
-cdef inline int _threads(object n_threads) except -1:
+    cdef fxe_counts cn
+    fxe_counts_init(&cn)
+    cdef double total = 0.0
+    if n == 0 or C == 0:
+        return _status(&cn, 0.0, p.check)
+    cdef fxe_ssize task
+    cdef size_t scratch
+    cdef fxe_kernel fn = fxe_plan(&p, is64, &task, &scratch)
     cdef int nt = n_threads
-    return nt if nt > 1 else 1
+    global _omp_used
+    if _serial_only or not FXE_OPENMP:
+        nt = 1
+    elif nt > 1:
+        nt = min(nt, fxe_omp_max_threads())    # threadpoolctl / OMP_NUM_THREADS
+        _omp_used = _omp_used or nt > 1
+    # super-blocks: whole tasks, so totals add up in the same order as in one block
+    cdef fxe_ssize super_rows = max(task, (SUPER_ELEMS // max(C, 1)) // task * task)
+    cdef fxe_ssize r0 = 0, r1
+    while r0 < n:
+        r1 = min(n, r0 + super_rows)
+        with nogil:
+            total += fxe_run(fn, &p, r0, r1, task, nt, scratch, &cn)
+        if cn.failed:
+            raise MemoryError(f"could not allocate {scratch} bytes of per-thread scratch")
+        r0 = r1
+        if r0 < n:
+            PyErr_CheckSignals()
+    return _status(&cn, total, p.check)
 
 
-# ------------------------------------------------------------------ softmax kernels
-
-def dense_forward(cnp.ndarray x, cnp.ndarray y, cnp.ndarray cw, double eps, double z,
-                  cnp.ndarray loss, cnp.ndarray lse, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    _chk(y, tn, 2, p.n, p.C, False, "y")
-    p.y = cnp.PyArray_DATA(y)
-    _cw(&p, cw, tn, False)
-    p.eps = eps
-    p.z = z
-    _chk(loss, tn, 1, p.n, -1, True, "loss")
-    p.loss = cnp.PyArray_DATA(loss)
-    if _opt_len(lse, tn, p.n, "lse"):
-        _chk(lse, tn, 1, p.n, -1, True, "lse")
-        p.lse_out = cnp.PyArray_DATA(lse)
-    with nogil:
-        _run(FXE_K_SOFTMAX, is64, &p, nt)
-    return 0
-
-
-def dense_backward(cnp.ndarray x, cnp.ndarray y, cnp.ndarray cw, double eps, double z,
-                   cnp.ndarray scale, cnp.ndarray lse, cnp.ndarray grad, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    _chk(y, tn, 2, p.n, p.C, False, "y")
-    p.y = cnp.PyArray_DATA(y)
-    _cw(&p, cw, tn, False)
-    p.eps = eps
-    p.z = z
-    _scale1(&p, scale, tn)
-    p.has_lse_in = _opt_len(lse, tn, p.n, "lse")
-    p.lse_in = cnp.PyArray_DATA(lse)
-    _chk(grad, tn, 2, p.n, p.C, True, "grad")
-    p.grad = cnp.PyArray_DATA(grad)
-    with nogil:
-        _run(FXE_K_SOFTMAX, is64, &p, nt)
-    return 0
-
-
-def dense_fused(cnp.ndarray x, cnp.ndarray y, cnp.ndarray cw, double eps, double z,
-                cnp.ndarray scale, cnp.ndarray loss, cnp.ndarray grad, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    _chk(y, tn, 2, p.n, p.C, False, "y")
-    p.y = cnp.PyArray_DATA(y)
-    _cw(&p, cw, tn, False)
-    p.eps = eps
-    p.z = z
-    _scale1(&p, scale, tn)
-    _chk(loss, tn, 1, p.n, -1, True, "loss")
-    p.loss = cnp.PyArray_DATA(loss)
-    _chk(grad, tn, 2, p.n, p.C, True, "grad")
-    p.grad = cnp.PyArray_DATA(grad)
-    with nogil:
-        _run(FXE_K_SOFTMAX, is64, &p, nt)
-    return 0
-
-
-def dense_label_grad(cnp.ndarray x, cnp.ndarray cw, double eps, cnp.ndarray scale,
-                     cnp.ndarray lse, cnp.ndarray out, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    _cw(&p, cw, tn, False)
-    p.eps = eps
-    _scale1(&p, scale, tn)
-    p.has_lse_in = _opt_len(lse, tn, p.n, "lse")
-    p.lse_in = cnp.PyArray_DATA(lse)
-    _chk(out, tn, 2, p.n, p.C, True, "out")
-    p.grad = cnp.PyArray_DATA(out)
-    with nogil:
-        _run(FXE_K_LABEL_GRAD, is64, &p, nt)
-    return 0
-
-
-def dense_hessp(cnp.ndarray x, cnp.ndarray y, cnp.ndarray cw, double eps, double z,
-                cnp.ndarray scale, cnp.ndarray v, cnp.ndarray out, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    _chk(y, tn, 2, p.n, p.C, False, "y")
-    p.y = cnp.PyArray_DATA(y)
-    _cw(&p, cw, tn, False)
-    p.eps = eps
-    p.z = z
-    _scale1(&p, scale, tn)
-    _chk(v, tn, 2, p.n, p.C, False, "v")
-    p.v = cnp.PyArray_DATA(v)
-    _chk(out, tn, 2, p.n, p.C, True, "out")
-    p.grad = cnp.PyArray_DATA(out)
-    with nogil:
-        _run(FXE_K_HESSP, is64, &p, nt)
-    return 0
-
-
-def sparse_forward(cnp.ndarray x, cnp.ndarray t, cnp.ndarray cw, double eps, double z,
-                   bint has_ignore, Py_ssize_t ignore_index, cnp.ndarray loss,
-                   cnp.ndarray lse, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    cdef Py_ssize_t nbad
-    _labels(&p, t, has_ignore, ignore_index)
-    _cw(&p, cw, tn, eps != 0)
-    p.eps = eps
-    p.z = z
-    _chk(loss, tn, 1, p.n, -1, True, "loss")
-    p.loss = cnp.PyArray_DATA(loss)
-    if _opt_len(lse, tn, p.n, "lse"):
-        _chk(lse, tn, 1, p.n, -1, True, "lse")
-        p.lse_out = cnp.PyArray_DATA(lse)
-    with nogil:
-        nbad = _run(FXE_K_SOFTMAX, is64, &p, nt)
-    return nbad
-
-
-def sparse_backward(cnp.ndarray x, cnp.ndarray t, cnp.ndarray cw, double eps, double z,
-                    bint has_ignore, Py_ssize_t ignore_index, cnp.ndarray scale,
-                    cnp.ndarray lse, cnp.ndarray grad, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    cdef Py_ssize_t nbad
-    _labels(&p, t, has_ignore, ignore_index)
-    _cw(&p, cw, tn, eps != 0)
-    p.eps = eps
-    p.z = z
-    _scale1(&p, scale, tn)
-    p.has_lse_in = _opt_len(lse, tn, p.n, "lse")
-    p.lse_in = cnp.PyArray_DATA(lse)
-    _chk(grad, tn, 2, p.n, p.C, True, "grad")
-    p.grad = cnp.PyArray_DATA(grad)
-    with nogil:
-        nbad = _run(FXE_K_SOFTMAX, is64, &p, nt)
-    return nbad
-
-
-def sparse_fused(cnp.ndarray x, cnp.ndarray t, cnp.ndarray cw, double eps, double z,
-                 bint has_ignore, Py_ssize_t ignore_index, cnp.ndarray scale,
-                 cnp.ndarray loss, cnp.ndarray grad, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    cdef Py_ssize_t nbad
-    _labels(&p, t, has_ignore, ignore_index)
-    _cw(&p, cw, tn, eps != 0)
-    p.eps = eps
-    p.z = z
-    _scale1(&p, scale, tn)
-    _chk(loss, tn, 1, p.n, -1, True, "loss")
-    p.loss = cnp.PyArray_DATA(loss)
-    _chk(grad, tn, 2, p.n, p.C, True, "grad")
-    p.grad = cnp.PyArray_DATA(grad)
-    with nogil:
-        nbad = _run(FXE_K_SOFTMAX, is64, &p, nt)
-    return nbad
-
-
-def sparse_hessp(cnp.ndarray x, cnp.ndarray t, cnp.ndarray cw, double eps, double z,
-                 bint has_ignore, Py_ssize_t ignore_index, cnp.ndarray scale,
-                 cnp.ndarray v, cnp.ndarray out, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    cdef Py_ssize_t nbad
-    _labels(&p, t, has_ignore, ignore_index)
-    _cw(&p, cw, tn, eps != 0)
-    p.eps = eps
-    p.z = z
-    _scale1(&p, scale, tn)
-    _chk(v, tn, 2, p.n, p.C, False, "v")
-    p.v = cnp.PyArray_DATA(v)
-    _chk(out, tn, 2, p.n, p.C, True, "out")
-    p.grad = cnp.PyArray_DATA(out)
-    with nogil:
-        nbad = _run(FXE_K_HESSP, is64, &p, nt)
-    return nbad
-
-
-# ------------------------------------------------------------------ sigmoid kernels
-
-cdef inline int _sigmoid_loss(fxe_params *p, cnp.ndarray loss, int tn) except -1:
-    if cnp.PyArray_NDIM(loss) == 2:
-        _chk(loss, tn, 2, p.n, p.C, True, "loss")
-        p.loss_2d = 1
-    else:
-        _chk(loss, tn, 1, p.n, -1, True, "loss")
-    p.loss = cnp.PyArray_DATA(loss)
-    return 0
-
-
-def sigmoid_forward(cnp.ndarray x, cnp.ndarray y, cnp.ndarray pw, double eps,
-                    cnp.ndarray loss, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    _chk(y, tn, 2, p.n, p.C, False, "y")
-    p.y = cnp.PyArray_DATA(y)
-    _cw(&p, pw, tn, False)
-    p.eps = eps
-    _sigmoid_loss(&p, loss, tn)
-    with nogil:
-        _run(FXE_K_SIGMOID, is64, &p, nt)
-    return 0
-
-
-def sigmoid_backward(cnp.ndarray x, cnp.ndarray y, cnp.ndarray pw, double eps,
-                     cnp.ndarray scale, cnp.ndarray grad, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    _chk(y, tn, 2, p.n, p.C, False, "y")
-    p.y = cnp.PyArray_DATA(y)
-    _cw(&p, pw, tn, False)
-    p.eps = eps
-    _scale2(&p, scale, tn)
-    _chk(grad, tn, 2, p.n, p.C, True, "grad")
-    p.grad = cnp.PyArray_DATA(grad)
-    with nogil:
-        _run(FXE_K_SIGMOID, is64, &p, nt)
-    return 0
-
-
-def sigmoid_fused(cnp.ndarray x, cnp.ndarray y, cnp.ndarray pw, double eps,
-                  cnp.ndarray scale, cnp.ndarray loss, cnp.ndarray grad, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    _chk(y, tn, 2, p.n, p.C, False, "y")
-    p.y = cnp.PyArray_DATA(y)
-    _cw(&p, pw, tn, False)
-    p.eps = eps
-    _scale2(&p, scale, tn)
-    _sigmoid_loss(&p, loss, tn)
-    _chk(grad, tn, 2, p.n, p.C, True, "grad")
-    p.grad = cnp.PyArray_DATA(grad)
-    with nogil:
-        _run(FXE_K_SIGMOID, is64, &p, nt)
-    return 0
-
-
-def sigmoid_label_grad(cnp.ndarray x, cnp.ndarray pw, double eps, cnp.ndarray scale,
-                       cnp.ndarray out, n_threads):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    _cw(&p, pw, tn, False)
-    p.eps = eps
-    _scale2(&p, scale, tn)
-    _chk(out, tn, 2, p.n, p.C, True, "out")
-    p.grad = cnp.PyArray_DATA(out)
-    with nogil:
-        _run(FXE_K_SIGMOID_LABEL_GRAD, is64, &p, nt)
-    return 0
-
-
-# ------------------------------------------------------------------ utilities
-
-cdef inline object _utility(cnp.ndarray x, cnp.ndarray out, n_threads, int mode):
-    cdef fxe_params p
-    cdef int tn, nt = _threads(n_threads)
-    cdef int is64 = _init(&p, x, &tn)
-    if mode == 0:
-        _chk(out, tn, 1, p.n, -1, True, "out")
-    else:
-        _chk(out, tn, 2, p.n, p.C, True, "out")
-    p.grad = cnp.PyArray_DATA(out)
-    p.mode = mode
-    with nogil:
-        _run(FXE_K_UTILITY, is64, &p, nt)
-    return 0
-
-
-def logsumexp(cnp.ndarray x, cnp.ndarray out, n_threads):
-    return _utility(x, out, n_threads, 0)
-
-
-def log_softmax(cnp.ndarray x, cnp.ndarray out, n_threads):
-    return _utility(x, out, n_threads, 1)
-
-
-def softmax(cnp.ndarray x, cnp.ndarray out, n_threads):
-    return _utility(x, out, n_threads, 2)
+cdef object _status(fxe_counts *cn, double total, int check):
+    if not check:
+        return Status(cn.nbad, total, None, None)
+    return Status(cn.nbad, total, {DIAG[k]: cn.diag[k] for k in range(FXE_N_DIAG)},
+                  {DIAG[k]: cn.first[k] for k in range(FXE_N_DIAG)})
 
 
 # ------------------------------------------------------------------ build / test hooks
 
-def _exp(cnp.ndarray x, cnp.ndarray out, bint kernel_version=True):
-    """Test hook: out = vectorised exp(x) (1-D float32 or float64), in the active SIMD
-    variant: the kernels' version (results below the smallest normal flushed to 0) or the
-    full-range one (subnormal results, overflow exactly at the format's limit)."""
-    cdef int tn = cnp.PyArray_TYPE(x)
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
-    _chk(x, tn, 1, -1, -1, False, "x")
-    _chk(out, tn, 1, n, -1, True, "out")
-    if tn == cnp.NPY_FLOAT32:
-        with nogil:
-            fxe_expf_array(<const float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(out), n,
-                           kernel_version)
-    elif tn == cnp.NPY_FLOAT64:
-        with nogil:
-            fxe_exp_array(<const double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(out), n,
-                          kernel_version)
+_MATH = {"exp": 0, "exp_full": 1, "expm1": 2, "log": 3, "log1p": 4}
+
+
+def _math(str name, cnp.ndarray x):
+    """Test hook: the kernels' elementwise maths (``_MATH`` names) of a 1-D float array, in
+    the baseline tier's inline versions (the same code every tier inlines)."""
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(x)
+    cdef int k = _MATH[name]
+    cdef cnp.ndarray out = x.copy()
+    cdef float *f
+    cdef double *d
+    if x.dtype == "float32":
+        f = <float *>cnp.PyArray_DATA(out)
+        for i in range(n):
+            f[i] = (fxe_expf_neg(f[i]) if k == 0 else fxe_expf(f[i]) if k == 1 else
+                    fxe_expm1f_neg(f[i]) if k == 2 else fxe_logf(f[i]) if k == 3 else
+                    fxe_log1pf(f[i]))
     else:
-        raise TypeError("float32 or float64")
+        d = <double *>cnp.PyArray_DATA(out)
+        for i in range(n):
+            d[i] = (fxe_exp_neg(d[i]) if k == 0 else fxe_exp(d[i]) if k == 1 else
+                    fxe_expm1_neg(d[i]) if k == 2 else fxe_log(d[i]) if k == 3 else
+                    fxe_log1p(d[i]))
+    return out
 
 
-_LEVELS = {"baseline": 0, "avx2": 1, "avx2-fma": 1, "avx512": 2, "best": 2}
+def _tiers():
+    """Names of the compiled instruction-set tiers, and which this CPU can run."""
+    return [(fxe_tier_names[k].decode(), bool(fxe_tier_supported(k))) for k in range(FXE_N_TIERS)]
 
 
-def _select_simd(level="best"):
-    """Pick the SIMD variant: "best" the CPU supports, "avx2" at most, or "baseline"
-    (True/False: best/baseline). Returns the name of the variant now active."""
-    global _variant
-    if level is True or level is False:
-        level = "best" if level else "baseline"
-    if level in ("native", "unknown", ""):
-        level = "best"
-    _variant = fxe_select(_LEVELS[level]).decode()
-    return _variant
+def _select_tier(name="best"):
+    """Use the best tier this CPU runs, or at most tier ``name``; returns the tier in use."""
+    global _tier
+    names = [t for t, _ in _tiers()]
+    want = FXE_N_TIERS - 1 if name == "best" else names.index(name)
+    _tier = fxe_select(want)
+    return names[_tier]
 
 
 def _omp_limit():
-    """The OpenMP runtime's thread limit that caps ``n_threads`` in every parallel kernel."""
+    """The OpenMP runtime's thread limit, which caps n_threads in every parallel kernel."""
     return fxe_omp_max_threads()
+
+
+def _set_nt_bytes(Py_ssize_t nbytes):
+    """Gradients above this many bytes are stored non-temporally (tests, tuning)."""
+    global NT_BYTES
+    NT_BYTES = nbytes
 
 
 def _build_info():
     return {
         "openmp": bool(FXE_OPENMP),
-        "simd_variants": ["baseline", "avx2-fma", "avx512"] if FXE_HAVE_AVX2_VARIANT else
-                         (["native"] if _variant == "native" else ["baseline"]),
-        "simd": _variant,
-        "cpu_has_avx2_fma": bool(fxe_cpu_has_avx2_fma()),
-        "cpu_has_avx512": bool(fxe_cpu_has_avx512()),
-        "bounds_checks": bool(FXE_DEBUG_CHECKS),
+        "simd_tiers": [t for t, ok in _tiers()],
+        "simd": fxe_tier_names[_tier].decode(),
+        "simd_supported": [t for t, ok in _tiers() if ok],
         "compile_flags": FXE_BUILD_FLAGS.decode(),
         "directives": FXE_BUILD_DIRECTIVES.decode(),
-        "parallel_min_work": PARALLEL_MIN_WORK,
         "small_class_path_max_c": FXE_SMALL_C,
+        "nontemporal_from_bytes": NT_BYTES,
         "serial_only_after_fork": bool(_serial_only),
     }
 
 
-# FASTXENT_SIMD=baseline|avx2|avx512 caps the variant (default: the best the CPU has)
-_select_simd(os.environ.get("FASTXENT_SIMD", "best").lower().replace("none", "baseline")
-             if os.environ.get("FASTXENT_SIMD", "best").lower() in _LEVELS else "best")
+def _l3_bytes():
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
+            text = f.read().strip().upper()
+        digits = text.rstrip("KMG")
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[len(digits):], 1)
+        return int(digits) * scale
+    except (OSError, ValueError):
+        return 0
+
+
+# Non-temporal gradient stores pay once the gradient could not stay in the last-level cache
+# anyway: from twice the L3 size (both it and the logits compete for it).
+if _l3_bytes():
+    NT_BYTES = 2 * _l3_bytes()
+
+# FASTXENT_SIMD=baseline|avx2|avx512 caps the tier (default: the best the CPU runs)
+_env_tier = os.environ.get("FASTXENT_SIMD", "best").strip().lower() or "best"
+_select_tier(_env_tier if _env_tier in [t for t, _ in _tiers()] else "best")
