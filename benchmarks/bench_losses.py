@@ -3,7 +3,7 @@
 Pattern of scipy's ``benchmarks/fft_basic.py`` (FftBackends): the backend is a parameter,
 and a backend that is not available raises NotImplementedError in setup, so asv skips it.
 Everything that is not the call itself happens in ``setup``: seeded data, touching every
-page, preallocated outputs (``out=`` / ``loss_out=`` / ``grad_out=``), the saved
+page, preallocated outputs (``loss_out=`` / ``gradient_out=``), the saved
 logsumexp, and one untimed call (JIT compilation, thread-pool start-up, first touch).
 """
 
@@ -33,7 +33,7 @@ class _LossBenchmark:
 
 
 class Forward(_LossBenchmark):
-    """Loss only (``loss(..., out=)``), per-example losses."""
+    """Loss only (``loss(..., loss_out=)``), per-example losses."""
     op = "forward"
 
     def time_forward(self, backend, dtype, shape, labels):
@@ -41,7 +41,7 @@ class Forward(_LossBenchmark):
 
 
 class Fused(_LossBenchmark):
-    """Loss and gradient in one pass (``loss_gradient(..., loss_out=, grad_out=)``)."""
+    """Loss and gradient in one pass (``loss_gradient(..., loss_out=, gradient_out=)``)."""
     op = "fused"
 
     def time_fused(self, backend, dtype, shape, labels):
@@ -49,7 +49,7 @@ class Fused(_LossBenchmark):
 
 
 class BackwardFromLSE(_LossBenchmark):
-    """Gradient from a saved logsumexp (``gradient(..., lse=, out=)``); softmax only."""
+    """Gradient from a saved logsumexp (``gradient(..., lse=, gradient_out=)``); softmax only."""
     op = "backward"
 
     def time_backward(self, backend, dtype, shape, labels):
@@ -57,7 +57,7 @@ class BackwardFromLSE(_LossBenchmark):
 
 
 class InplaceGradient(_LossBenchmark):
-    """Gradient written over the logits (``gradient(..., out=logits)``): no N x C copy."""
+    """Gradient written over the logits (``gradient_out=logits``): no N x C copy."""
     op = "inplace"
 
     def time_inplace(self, backend, dtype, shape, labels):

@@ -1,7 +1,7 @@
 """Throughput as a fraction of the memory-stream limit, measured in the same process.
 
 For each cell the method times the call (median of several, after the warm-up in setup),
-then a stream of the same bytes with the same thread count (``fastxent._stream``: a read
+then a stream of the same bytes with the same thread count (``fastxent.bench.stream``: a read
 stream for forward, a copy for fused), and returns GB/s(call) / GB/s(stream). 1.0 means the
 call runs as fast as a plain copy of its data. ``track_gbps`` is the call's own throughput
 under the bytes model of ``python -m fastxent bench``.
@@ -47,9 +47,12 @@ class StreamFraction:
     def setup(self, backend, shape, labels, op):
         require_backend(backend)
         try:
-            from fastxent import _stream
-        except ImportError:  # an older commit without the stream module
-            raise NotImplementedError("fastxent._stream is not in this version") from None
+            from fastxent.bench import stream as _stream
+        except ImportError:
+            try:
+                from fastxent import _stream  # fastxent 0.1
+            except ImportError:  # an older commit without the stream module
+                raise NotImplementedError("no stream measurement in this version") from None
         self.stream = _stream
         self.data = Data(labels, self.dtype, shape)
         self.call = make_call(loss_object(labels, backend), self.data, op)

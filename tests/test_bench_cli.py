@@ -9,7 +9,10 @@ import pytest
 
 import fastxent
 from fastxent import __main__ as cli
-from fastxent import _bench, _stream
+from fastxent import _threads
+from fastxent.bench import common
+from fastxent.bench import run as _bench
+from fastxent.bench import stream as _stream
 
 TINY = ["--shapes", "16x10,8x3", "--repeat", "2", "--budget", "0.001", "--no-progress"]
 
@@ -61,12 +64,12 @@ def test_backends_option_and_threads(tmp_path):
 
 
 def test_failed_verification_gives_status_1(tmp_path, monkeypatch):
-    real = _bench.reference
+    real = common.Cell.reference
 
     def wrong(cell):
         loss, grad = real(cell)
         return loss + 1, grad
-    monkeypatch.setattr(_bench, "reference", wrong)
+    monkeypatch.setattr(common.Cell, "reference", wrong)
     status, result = _run(tmp_path, "--backends", "numpy", "--ops", "forward",
                           "--labels", "integer", "--dtypes", "float32")
     assert status == 1
@@ -103,10 +106,16 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path, monkeypatch, capsys)
 
 @pytest.mark.parametrize("bad", [["--shapes", "10"], ["--shapes", "0x3"], ["--ops", "nope"],
                                  ["--labels", "soft"], ["--dtypes", "float16"],
-                                 ["--threads", "0"], ["--backends", "tensorflow"]])
-def test_bad_options_exit_2(bad, capsys):
+                                 ["--threads", "0"], ["--backends", "tensorflow"],
+                                 ["--repeat", "0"], ["--budget", "0"],
+                                 ["--threads", str(_threads.usable_cores() + 1)],
+                                 ["--json", "/nonexistent/dir/x.json"],
+                                 ["--plot", "/nonexistent/dir/x.png"]])
+def test_bad_options_exit_2_before_measuring(bad, capsys):
     assert cli.main(["bench", *TINY, *bad]) == 2
-    assert "error" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "error" in captured.err
+    assert "Verification" not in captured.out  # nothing was measured
 
 
 def test_parse_shapes():
@@ -133,9 +142,28 @@ def test_stream_measurement():
     _stream.clear_cache()
 
 
-def test_help_lists_the_options():
+def test_help_lists_the_options_and_every_command_has_a_description():
     out = subprocess.run([sys.executable, "-m", "fastxent", "bench", "--help"],
                          capture_output=True, text=True, check=True).stdout
     for opt in ("--shapes", "--dtypes", "--threads", "--labels", "--ops", "--quick",
-                "--repeat", "--json", "--plot", "--peers"):
+                "--repeat", "--json", "--plot", "--peers", "--check"):
         assert opt in out
+    top = subprocess.run([sys.executable, "-m", "fastxent", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "``" not in top and ":func:" not in top  # no raw reStructuredText
+    for name, (_, text) in cli.COMMANDS.items():
+        assert name in top and text.split()[0] in top
+
+
+def test_rows_are_printed_as_each_cell_finishes(tmp_path, monkeypatch, capsys):
+    seen = []
+    real = _bench.format_rows
+
+    def spy(rows):
+        seen.append(len(capsys.readouterr().out))  # output so far, before these rows
+        return real(rows)
+    monkeypatch.setattr(_bench, "format_rows", spy)
+    status, _ = _run(tmp_path, "--backends", "numpy", "--ops", "forward,fused",
+                     "--labels", "integer", "--dtypes", "float32")
+    assert status == 0 and len(seen) == 4
+    assert seen[0] > 0  # the header came out before the first cell was measured

@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["fastxent.losses", "fastxent._dispatch", "fastxent.sklearn",
-           "fastxent.sklearn._estimator", "fastxent.sklearn._metrics", "fastxent._hessian"]
+MODULES = ["fastxent.losses", "fastxent.keras", "fastxent._plan", "fastxent.sklearn",
+           "fastxent.sklearn._estimator", "fastxent.sklearn._metrics"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -112,22 +112,22 @@ def test_out_buffers_are_written_in_place(backend, dtype, kind, make):
 
     grad_out = np.empty_like(x)
     loss_out = np.empty((), dtype)
-    value, grad = loss.loss_gradient(labels, x, loss_out=loss_out, grad_out=grad_out)
+    value, grad = loss.loss_gradient(labels, x, loss_out=loss_out, gradient_out=grad_out)
     assert grad is grad_out and value is loss_out
     np.testing.assert_array_equal(grad_out, want_grad)
     assert loss_out == want_value
 
     out = np.empty_like(x)
-    assert loss.gradient(labels, x, out=out) is out
+    assert loss.gradient(labels, x, gradient_out=out) is out
     np.testing.assert_allclose(out, want_grad, rtol=1e-6)
 
     # In place: the gradient overwrites the logits, no other N x C buffer.
     xx = x.copy()
-    result = loss.gradient(labels, xx, out=xx)
+    result = loss.gradient(labels, xx, gradient_out=xx)
     assert np.shares_memory(result, xx)
     np.testing.assert_allclose(xx, want_grad, rtol=1e-6)
     xx = x.copy()
-    _, result = loss.loss_gradient(labels, xx, grad_out=xx)
+    _, result = loss.loss_gradient(labels, xx, gradient_out=xx)
     assert np.shares_memory(result, xx)
     np.testing.assert_array_equal(xx, want_grad)
 
@@ -137,7 +137,7 @@ def test_in_place_with_moved_axis_is_still_correct(backend):
     loss = fx.SparseSoftmaxCrossEntropy(axis=0, backend=backend)
     xt = np.ascontiguousarray(x.T)
     want = loss.gradient(t, xt)
-    result = loss.gradient(t, xt, out=xt)
+    result = loss.gradient(t, xt, gradient_out=xt)
     assert result is xt
     np.testing.assert_allclose(xt, want, rtol=1e-13)
 
@@ -145,8 +145,8 @@ def test_in_place_with_moved_axis_is_still_correct(backend):
 def test_loss_out_for_unreduced_losses(backend, dtype):
     x, _, t, _, _, _ = _problem(8)
     out = np.empty(N, dtype)
-    got = fx.SparseSoftmaxCrossEntropy(reduction="none", backend=backend)(t, x.astype(dtype),
-                                                                          out=out)
+    got = fx.SparseSoftmaxCrossEntropy(reduction="none", backend=backend).loss(
+        t, x.astype(dtype), loss_out=out)
     assert got is out
     np.testing.assert_allclose(out, fx.sparse_softmax_cross_entropy_with_logits(t, x),
                                rtol=1e-6)

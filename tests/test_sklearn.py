@@ -49,11 +49,7 @@ def _digits():
 
 
 def _synthetic(n_samples, n_features=50, n_classes=10, seed=0):
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        from sklearn_fit_bench import synthetic
-    finally:
-        sys.path.pop(0)
+    from fastxent.bench.fit import synthetic
     return synthetic(n_samples, n_features, n_classes, seed)
 
 
@@ -465,8 +461,7 @@ def test_benchmark_script_runs_and_agrees():
     # tol=1e-8 about 1e-13 here); the log-loss alone trades against the penalty along flat
     # directions and differs by more than the tolerance (5e-7 on iris at tol=1e-8), so it is
     # printed but not asserted.
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools",
-                                                       "sklearn_fit_bench.py"),
+    out = subprocess.run([sys.executable, "-m", "fastxent", "fitbench",
                           "--repeats", "1", "--synthetic-rows", "3000", "--tol", "1e-8",
                           "--threads", "1"],
                          check=True, capture_output=True, text=True, timeout=300).stdout

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import fastxent as fx
-from fastxent._hessian import gradient_hessian
 
 RNG = np.random.default_rng(12345)
 
@@ -64,7 +63,7 @@ def test_softmax_hessian_matches_finite_differences(kind, options, reduction, we
         labels = RNG.dirichlet(np.ones(C), n) * RNG.uniform(0.5, 1.5, (n, 1))  # S != 1
         loss = fx.SoftmaxCrossEntropy(reduction=reduction, **options)
     sw = RNG.uniform(0.2, 2.0, n) if weighted else None
-    grad, hess = gradient_hessian(loss, labels, logits, sample_weight=sw)
+    grad, hess = loss.gradient_hessian(labels, logits, sample_weight=sw)
     np.testing.assert_allclose(grad, loss.gradient(labels, logits, sample_weight=sw),
                                rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(hess, _fd_diag(loss, labels, logits, sw), rtol=1e-6,
@@ -83,7 +82,7 @@ def test_softmax_hessian_is_the_diagonal_of_hessp():
     logits = RNG.standard_normal((n, C))
     labels = RNG.integers(0, C, n)
     loss = fx.SparseSoftmaxCrossEntropy(reduction="mean", z_loss=0.2, label_smoothing=0.1)
-    _, hess = gradient_hessian(loss, labels, logits)
+    _, hess = loss.gradient_hessian(labels, logits)
     for c in range(C):
         v = np.zeros((n, C))
         v[:, c] = 1.0
@@ -102,7 +101,7 @@ def test_sigmoid_hessian_matches_finite_differences(options, reduction, weights)
     sw = {None: None, "per_example": RNG.uniform(0.2, 2, n),
           "per_element": RNG.uniform(0.2, 2, (n, C))}[weights]
     loss = fx.SigmoidCrossEntropy(reduction=reduction, **options)
-    grad, hess = gradient_hessian(loss, labels, logits, sample_weight=sw)
+    grad, hess = loss.gradient_hessian(labels, logits, sample_weight=sw)
     np.testing.assert_allclose(grad, loss.gradient(labels, logits, sample_weight=sw),
                                rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(hess, _fd_diag(loss, labels, logits, sw), rtol=1e-6,
@@ -112,15 +111,15 @@ def test_sigmoid_hessian_matches_finite_differences(options, reduction, weights)
 def test_closed_forms_and_extremes():
     loss = fx.SparseSoftmaxCrossEntropy(reduction="sum")
     # Two equal logits: p = 1/2, p (1 - p) = 1/4 whatever the label.
-    _, h = gradient_hessian(loss, [1], np.zeros((1, 2)))
+    _, h = loss.gradient_hessian([1], np.zeros((1, 2)))
     np.testing.assert_array_equal(h, [[0.25, 0.25]])
     # Huge logits: no overflow, the curvature of a saturated softmax is ~0, not NaN.
-    _, h = gradient_hessian(loss, [0, 1], np.array([[1e4, 0.0, -1e4], [800.0, 0.0, 0.0]]))
+    _, h = loss.gradient_hessian([0, 1], np.array([[1e4, 0.0, -1e4], [800.0, 0.0, 0.0]]))
     assert np.isfinite(h).all() and h.max() < 1e-300
     sig = fx.SigmoidCrossEntropy(reduction="none")
-    _, h = gradient_hessian(sig, [[1.0, 0.0]], np.array([[1000.0, -1000.0]]))
+    _, h = sig.gradient_hessian([[1.0, 0.0]], np.array([[1000.0, -1000.0]]))
     np.testing.assert_array_equal(h, [[0.0, 0.0]])
-    _, h = gradient_hessian(sig, [[1.0]], [[0.0]])
+    _, h = sig.gradient_hessian([[1.0]], [[0.0]])
     np.testing.assert_array_equal(h, [[0.25]])
 
 
@@ -128,32 +127,32 @@ def test_float32_buffers_and_in_place():
     logits = RNG.standard_normal((50, 5)).astype(np.float32)
     labels = RNG.integers(0, 5, 50)
     loss = fx.SparseSoftmaxCrossEntropy(z_loss=0.1)
-    g_ref, h_ref = gradient_hessian(loss, labels, logits.astype(np.float64))
-    g, h = gradient_hessian(loss, labels, logits)
+    g_ref, h_ref = loss.gradient_hessian(labels, logits.astype(np.float64))
+    g, h = loss.gradient_hessian(labels, logits)
     assert g.dtype == h.dtype == np.float32
     np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-8)
     # Caller's buffers, and each result written over the logits in turn.
     gb, hb = np.empty_like(logits), np.empty_like(logits)
-    g2, h2 = gradient_hessian(loss, labels, logits, gradient_out=gb, hessian_out=hb)
+    g2, h2 = loss.gradient_hessian(labels, logits, gradient_out=gb, hessian_out=hb)
     assert g2 is gb and h2 is hb
     np.testing.assert_array_equal(h2, h)
     x = logits.copy()
-    g3, h3 = gradient_hessian(loss, labels, x, gradient_out=x)
+    g3, h3 = loss.gradient_hessian(labels, x, gradient_out=x)
     assert g3 is x
     np.testing.assert_allclose(g3, g, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(h3, h, rtol=1e-6, atol=1e-9)
     x = logits.copy()
-    g4, h4 = gradient_hessian(loss, labels, x, hessian_out=x)
+    g4, h4 = loss.gradient_hessian(labels, x, hessian_out=x)
     assert h4 is x
     np.testing.assert_allclose(g4, g, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(h4, h, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="overlap"):
-        gradient_hessian(loss, labels, logits, gradient_out=gb, hessian_out=gb)
+        loss.gradient_hessian(labels, logits, gradient_out=gb, hessian_out=gb)
 
 
 def test_bad_labels_raise_the_loss_error():
     with pytest.raises(ValueError, match="not a class index"):
-        gradient_hessian(fx.SparseSoftmaxCrossEntropy(), [0, 5], np.zeros((2, 3)))
+        fx.SparseSoftmaxCrossEntropy().gradient_hessian([0, 5], np.zeros((2, 3)))
 
 
 # ------------------------------------------------------- scikit-learn's _loss protocol
@@ -176,12 +175,12 @@ def test_sparse_softmax_is_half_multinomial_loss(weighted):
                                atol=1e-15)
     loss_out, grad_out = np.empty(n), np.empty((n, C))
     l1, g1 = ours.loss_gradient(y_true, raw, sample_weight=sw, loss_out=loss_out,
-                                grad_out=grad_out)
+                                gradient_out=grad_out)
     l2, g2 = ref.loss_gradient(y_true, raw, sample_weight=sw)
     assert l1 is loss_out and g1 is grad_out
     np.testing.assert_allclose(l1, l2, rtol=1e-12)
     np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-15)
-    g1, h1 = gradient_hessian(ours, y_true, raw, sample_weight=sw)
+    g1, h1 = ours.gradient_hessian(y_true, raw, sample_weight=sw)
     g2, h2 = ref.gradient_hessian(y_true, raw, sample_weight=sw)
     np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(h1, h2, rtol=1e-12, atol=1e-15)
@@ -199,7 +198,7 @@ def test_sigmoid_is_half_binomial_loss():
     # sklearn's log1p(exp(x)) uses piecewise approximations good to ~1e-10 relative.
     np.testing.assert_allclose(ours.loss(*col, sample_weight=sw)[:, 0],
                                ref.loss(y_true, raw, sample_weight=sw), rtol=1e-9)
-    g1, h1 = gradient_hessian(ours, *col, sample_weight=sw)
+    g1, h1 = ours.gradient_hessian(*col, sample_weight=sw)
     g2, h2 = ref.gradient_hessian(y_true, raw, sample_weight=sw)
     np.testing.assert_allclose(g1[:, 0], g2, rtol=1e-9, atol=1e-16)
     np.testing.assert_allclose(h1[:, 0], h2, rtol=1e-9, atol=1e-16)

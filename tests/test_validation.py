@@ -89,8 +89,8 @@ def test_weights_of_the_wrong_length():
         fx.softmax_cross_entropy_with_logits(Y, X, class_weight=[1, 2])
     with pytest.raises(ValueError, match=r"pos_weight has shape \(4,\) but logits have 3"):
         fx.sigmoid_cross_entropy_with_logits(Y, X, pos_weight=[1, 2, 3, 4])
-    with pytest.raises(ValueError, match=r"class_weight\[1\] = -1.0; weights must be finite"):
-        fx.softmax_cross_entropy_with_logits(Y, X, class_weight=[1, -1, 1])
+    with pytest.raises(ValueError, match=r"class_weight\[1\] = nan; weights must be finite"):
+        fx.softmax_cross_entropy_with_logits(Y, X, class_weight=[1, np.nan, 1])
     with pytest.raises(ValueError, match="sample_weight has shape \\(3,\\), which does not"):
         fx.softmax_cross_entropy_with_logits(Y, X, sample_weight=[1, 2, 3])
     with pytest.raises(ValueError, match="sample_weight holds a non-finite value"):
@@ -114,18 +114,21 @@ def test_unknown_reduction_lists_the_valid_ones():
 
 def test_bad_out_buffers():
     loss = fx.SoftmaxCrossEntropy()
-    with pytest.raises(ValueError, match=r"out has shape \(3, 4\); expected \(4, 3\)"):
-        loss.gradient(Y, X, out=np.empty((3, 4)))
+    with pytest.raises(ValueError, match=r"gradient_out has shape \(3, 4\); expected \(4, 3\)"):
+        loss.gradient(Y, X, gradient_out=np.empty((3, 4)))
+    with pytest.raises(ValueError, match=r"out has dtype int64; expected float64.*float32 and "
+                                         r"float64 buffers are both accepted"):
+        loss.gradient(Y, X, gradient_out=np.empty((4, 3), np.int64))
     with pytest.raises(ValueError, match=r"out has dtype float32; expected float64"):
-        loss.gradient(Y, X, out=np.empty((4, 3), np.float32))
+        fx.softmax(X, out=np.empty((4, 3), np.float32))
     ro = np.empty((4, 3))
     ro.flags.writeable = False
-    with pytest.raises(ValueError, match="out is read-only"):
-        loss.gradient(Y, X, out=ro)
-    with pytest.raises(ValueError, match=r"grad_out has shape"):
-        loss.loss_gradient(Y, X, grad_out=np.empty(3))
-    with pytest.raises(TypeError, match="out must be a numpy array"):
-        loss.gradient(Y, X, out=[[0.0] * 3] * 4)
+    with pytest.raises(ValueError, match="gradient_out is read-only"):
+        loss.gradient(Y, X, gradient_out=ro)
+    with pytest.raises(ValueError, match=r"gradient_out has shape"):
+        loss.loss_gradient(Y, X, gradient_out=np.empty(3))
+    with pytest.raises(TypeError, match="gradient_out must be a numpy array"):
+        loss.gradient(Y, X, gradient_out=[[0.0] * 3] * 4)
 
 
 def test_bad_thread_counts():

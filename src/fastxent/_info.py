@@ -4,7 +4,7 @@ import os
 import platform
 import sys
 
-from . import _dispatch, _registry, _threads, _version
+from . import _config, _plan, _registry, _threads, _version
 
 
 def _cpu_flags():
@@ -30,8 +30,8 @@ def config():
         "cpu": {"usable_cores": _threads.usable_cores(), "features": _cpu_flags()},
         "threads": {"default": _threads.get_num_threads(),
                     "FASTXENT_NUM_THREADS": os.environ.get(_threads.ENV_VAR)},
-        "backend": {"requested": _dispatch.requested()[0],
-                    "FASTXENT_BACKEND": os.environ.get(_dispatch.ENV_VAR)},
+        "backend": {"requested": _config.current()[0][0] or "auto",
+                    "FASTXENT_BACKEND": os.environ.get(_config.ENV_VARS["backend"])},
         "backends": {},
     }
     for name in _registry.known_backends():

@@ -1,11 +1,9 @@
-"""Backend registry: names, lazy import, availability. No policy here (see _dispatch.py)."""
+"""Backend registry: names, lazy import, availability and why not. No policy here (_plan)."""
 
 import importlib
 import os
 
-from ._backends import KERNELS
-
-#: Known backends, in order of preference for nothing in particular: "auto" decides.
+#: Known backends (auto's order lives in _plan).
 MODULES = {
     "numpy": "fastxent._backends.numpy_",
     "numba": "fastxent._backends.numba_",
@@ -20,7 +18,7 @@ def known_backends():
 
 
 def load(name):
-    """Return the backend module for ``name``, or None with the reason kept for ``why``."""
+    """The backend module ``name``, or None with the reason kept for :func:`why`."""
     if name not in _loaded:
         if name != "numpy" and os.environ.get("FASTXENT_PURE_NUMPY", "") not in ("", "0"):
             _loaded[name] = (None, "FASTXENT_PURE_NUMPY is set, so only the NumPy backend is used")
@@ -30,12 +28,8 @@ def load(name):
             except Exception as exc:  # an optional compiled part: say why, never crash
                 _loaded[name] = (None, f"import failed: {type(exc).__name__}: {exc}")
             else:
-                if module.is_available():
-                    missing = [k for k in KERNELS if not hasattr(module, k)]
-                    reason = f"kernels missing: {', '.join(missing)}" if missing else ""
-                    _loaded[name] = (None if missing else module, reason)
-                else:
-                    _loaded[name] = (None, module.why_unavailable())
+                ok = module.is_available()
+                _loaded[name] = (module if ok else None, "" if ok else module.why_unavailable())
     return _loaded[name][0]
 
 
@@ -45,5 +39,5 @@ def why(name):
 
 
 def available_backends():
-    """Names of the backends that can run here, as a tuple."""
+    """Names of the backends that can run here, as a tuple (registry order)."""
     return tuple(name for name in MODULES if load(name) is not None)

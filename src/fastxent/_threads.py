@@ -1,17 +1,19 @@
-"""The one place that resolves ``n_threads`` and sets Numba's and OpenMP's thread counts.
+"""Thread counts: what the user may ask for, and how many cores this process may use.
 
 Precedence: ``n_threads=`` per call > ``with fastxent.threads(n)`` (thread-local) >
 ``fastxent.set_num_threads(n)`` > ``FASTXENT_NUM_THREADS`` > the cores this process may use
-(``os.sched_getaffinity``, which honours taskset and cgroup cpusets).
-``-1`` means all usable cores; ``0`` and other negatives are errors.
+(CPU affinity, which honours taskset and cpusets, capped by a cgroup CPU quota). ``-1`` means
+all usable cores; ``0``, other negatives and non-integers are errors; a count above the
+usable cores is clamped to them (more threads than cores only oversubscribe). Whether a call
+actually runs in parallel is decided in one place, the call plan (``_plan``).
 """
 
+import operator
 import os
 
 from . import _config
 
-ENV_VAR = "FASTXENT_NUM_THREADS"
-
+ENV_VAR = _config.ENV_VARS["n_threads"]
 
 _cores = {}
 
@@ -29,9 +31,8 @@ def _cgroup_quota():
 
 
 def usable_cores():
-    """Cores this process may use: CPU affinity (taskset, cpusets) capped by a cgroup quota.
-
-    Cached; a forked child re-reads it."""
+    """Cores this process may use: CPU affinity capped by a cgroup quota (cached; a forked
+    child reads it again)."""
     try:
         return _cores["n"]
     except KeyError:
@@ -49,12 +50,15 @@ if hasattr(os, "register_at_fork"):
 
 
 def check(n_threads, name="n_threads"):
-    """Validate a user-given thread count and return it as an int (or None)."""
+    """Validate a user-given thread count: an int >= 1, -1, or None (returned as given)."""
     if n_threads is None:
         return None
-    if isinstance(n_threads, bool) or not hasattr(n_threads, "__index__"):
+    if isinstance(n_threads, bool):
         raise TypeError(f"{name} must be an int, -1 or None; got {n_threads!r}")
-    n = int(n_threads)
+    try:
+        n = operator.index(n_threads)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, -1 or None; got {n_threads!r}") from None
     if n == 0 or n < -1:
         raise ValueError(
             f"{name}={n} is not a thread count; use a positive int, -1 for all "
@@ -62,11 +66,12 @@ def check(n_threads, name="n_threads"):
     return n
 
 
-def resolve(n_threads=None):
-    """The thread count a call runs with (>= 1)."""
+def resolve(n_threads, setting):
+    """The thread count a call may use (1..usable cores): ``n_threads`` if given, else the
+    configured ``setting`` (a value from ``_config``, possibly the environment's string)."""
     n = check(n_threads)
     if n is None:
-        n, _ = _config.get("n_threads")
+        n = setting
         if isinstance(n, str):  # from the environment
             try:
                 n = check(int(n), name=ENV_VAR)
@@ -74,19 +79,21 @@ def resolve(n_threads=None):
                 raise ValueError(
                     f"{ENV_VAR}={n!r} is not a thread count; set it to a positive int or -1, "
                     f"or unset it") from None
-    if n is None or n == -1:
-        return usable_cores()
+    cores = usable_cores()
+    if n is None or n == -1 or n > cores:
+        return cores
     return n
 
 
 def set_num_threads(n_threads):
-    """Set the process-wide default thread count (None restores the default)."""
+    """Set the process-wide default thread count (``None`` restores the default: all usable
+    cores). Counts above the usable cores are clamped to them when a call runs."""
     _config.set_global("n_threads", check(n_threads))
 
 
 def get_num_threads():
-    """The thread count a call made now from this thread would use."""
-    return resolve(None)
+    """The thread count a call made now from this thread would use at most."""
+    return resolve(None, _config.current()[1][0])
 
 
 def threads(n_threads):

@@ -5,8 +5,7 @@ penalised) with L-BFGS-B and the same tolerance; they run side by side in one pr
 alternation, and the table shows the median of ``--repeats`` fits each, the iterations, the
 training log-loss of each and their relative difference, and the speed-up::
 
-    python tools/sklearn_fit_bench.py [--repeats 5] [--tol 1e-4] [--synthetic-rows N]
-                                           [--threads N]
+    python -m fastxent fitbench [--repeats 5] [--tol 1e-4] [--synthetic-rows N] [--threads N]
 
 Datasets: iris, digits (pixels / 16), and a synthetic 100k x 50 x 10 problem drawn from a
 softmax model (``--synthetic-rows`` to change its size), in float32 and float64. Timings
@@ -22,9 +21,9 @@ from LogisticRegression's float64 fit (the quantity a converged solver guarantee
 quadratic in the distance to the optimum).
 """
 
-import argparse
 import contextlib
 import statistics
+import sys
 import time
 import warnings
 
@@ -34,7 +33,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from fastxent.sklearn import SoftmaxRegression
+from ..sklearn import SoftmaxRegression
 
 
 def synthetic(n_samples, n_features=50, n_classes=10, seed=0):
@@ -76,16 +75,22 @@ def time_fit(make, X, y, repeats):
     return statistics.median(times), model
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--tol", type=float, default=1e-4)
-    parser.add_argument("--C", type=float, default=1.0)
+def add_arguments(parser):
+    parser.add_argument("--repeats", type=int, default=5, help="fits timed per cell (>= 1)")
+    parser.add_argument("--tol", type=float, default=1e-4, help="solver tolerance (> 0)")
+    parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (> 0)")
     parser.add_argument("--max-iter", type=int, default=1000)
     parser.add_argument("--synthetic-rows", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=None,
                         help="cap BLAS and fastxent threads (default: leave as is)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(args):
+    if args.repeats < 1 or not args.tol > 0 or not args.C > 0 or args.synthetic_rows < 100:
+        print("fastxent fitbench: error: --repeats >= 1, --tol > 0, --C > 0 and "
+              "--synthetic-rows >= 100", file=sys.stderr)
+        return 2
     with contextlib.ExitStack() as stack:
         if args.threads is not None:
             import fastxent
@@ -121,5 +126,3 @@ def run(args):
                   f"{(obj_fx - obj_f64) / obj_f64:9.1e}", flush=True)
 
 
-if __name__ == "__main__":
-    main()

@@ -3,16 +3,15 @@
 For each cell of the grid (operation x label kind x dtype x shape x thread count) this
 
 1. makes seeded data once (pages touched, outputs preallocated, nothing allocated in the
-   timed loop: every call passes ``out=`` / ``loss_out=`` / ``grad_out=``);
+   timed loop: every call passes ``loss_out=`` / ``gradient_out=``);
 2. computes a float64 reference with the NumPy backend, and for each backend runs the call
-   once untimed (JIT warm-up, first touch) and checks its loss and gradient against that
-   reference (``max|a - ref| / max(1, max|ref|)`` within a dtype tolerance);
-3. times it: median of ``--repeat`` samples, each long enough to beat timer noise, within a
-   time budget per backend and cell;
-4. measures a memory stream of the same bytes in the same process (``fastxent._stream``)
-   and reports the kernel's GB/s as a percentage of it;
-5. prints one row per backend with time, GB/s, % of the stream, speed-up over NumPy, the
-   check, and which backend ``"auto"`` picks for that cell (marked ``*``).
+   once untimed (JIT warm-up, first touch) and checks its loss and gradient against it;
+3. times it: median of ``--repeat`` samples within a time budget per backend and cell;
+4. measures a memory stream of the same bytes in the same process (``bench.stream``) and
+   reports the kernel's GB/s as a percentage of it;
+5. prints the cell's rows as soon as the cell is done (time, GB/s, % of the stream, speed-up
+   over NumPy, the check, and the backend ``"auto"`` picks, marked ``*``), with the elapsed
+   time and an estimate of what is left on stderr.
 
 ``--peers`` adds scikit-learn, PyTorch and JAX (when installed) as extra rows of the same
 cells, measured in the same run with the same thread count where the library allows it.
@@ -22,14 +21,17 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
+import textwrap
 import time
 
 import numpy as np
 
-from . import _dispatch, _registry, _stream, _threads
-from ._version import __version__
+from .. import _plan, _registry, _threads
+from .._version import __version__
+from . import stream as _stream
+from .common import (BYTES_MODEL, LABEL_KINDS, OPS, SEED, TOLERANCE, Cell, max_rel_err,
+                     time_call)
 
 DEFAULT_SHAPES = ((256, 10), (4096, 1000), (2048, 32768), (1_000_000, 3))
 DEFAULT_DTYPES = ("float32", "float64")
@@ -38,30 +40,9 @@ DEFAULT_OPS = ("forward", "fused")
 QUICK_SHAPES = ((256, 10), (4096, 1000), (1_000_000, 3))
 QUICK_DTYPES = ("float32",)
 QUICK_LABELS = ("integer",)
-
-LABEL_KINDS = ("dense", "integer", "sigmoid")
-#: forward: loss only; fused: loss and gradient in one pass; backward: gradient from a saved
-#: logsumexp (softmax only); gradient: gradient recomputing the logsumexp; inplace: gradient
-#: written over the logits (``out=logits``).
-OPS = ("forward", "fused", "backward", "gradient", "inplace")
 PEERS = ("sklearn", "torch", "jax")
-SEED = 20240601
-_TOL = {"float32": 1e-4, "float64": 1e-9}
-_DISPATCH_OP = {"forward": "forward", "fused": "fused", "backward": "backward",
-                "gradient": "backward", "inplace": "backward"}
-_DISPATCH_KIND = {"dense": "dense", "integer": "sparse", "sigmoid": "sigmoid"}
-
-BYTES_MODEL = (
-    "Bytes model for GB/s: forward reads logits (+ labels: dense/sigmoid N*C, integer N*8) "
-    "and writes the losses (N; sigmoid N*C); fused reads logits (+ labels) and writes the "
-    "gradient (N*C) and the losses; backward additionally reads the saved logsumexp (N); "
-    "gradient/inplace read logits (+ labels) and write the gradient. "
-    "%stream = GB/s / GB/s of a stream of the same bytes measured in this run with the same "
-    "threads: a read stream (max/sum over the bytes read) for softmax forward, a copy "
-    "(np.copyto of the logits into a preallocated buffer, counted read+write) otherwise. "
-    "xNumPy = NumPy backend time / time. check = max|a - ref| / max(1, max|ref|) of loss "
-    "and gradient against the NumPy backend in float64, within 1e-4 (float32) / 1e-9 "
-    "(float64). * = the backend 'auto' picks for that cell.")
+_PLAN_OP = {"forward": "forward", "fused": "fused", "backward": "backward",
+            "gradient": "backward", "inplace": "backward"}
 
 
 # ------------------------------------------------------------------------------ options
@@ -97,7 +78,7 @@ def _choices(text, allowed, what):
 
 
 def add_arguments(parser):
-    """Options of the ``bench`` subcommand (called by ``fastxent.__main__``)."""
+    """Options of the ``bench`` subcommand."""
     g = parser.add_argument
     g("--shapes", help="comma-separated NxC shapes (default: 256x10,4096x1000,2048x32768,"
                        "1000000x3; --quick: 256x10,4096x1000,1000000x3)")
@@ -106,34 +87,36 @@ def add_arguments(parser):
                        "integer)")
     g("--ops", help="forward,fused,backward,gradient,inplace (default forward,fused). "
                     "backward = gradient from a saved logsumexp (softmax only); inplace = "
-                    "gradient with out=logits")
-    g("--threads", help="thread counts, comma-separated (default: the library default, "
-                        f"{_threads.get_num_threads()} here)")
+                    "gradient with gradient_out=logits")
+    g("--threads", help="thread counts, comma-separated, at most the usable cores "
+                        f"({_threads.usable_cores()} here; default: "
+                        f"{_threads.get_num_threads()})")
     g("--backends", help="backends to compare (default: every available one); the NumPy "
                          "baseline is always measured")
     g("--peers", action="store_true",
       help="also measure scikit-learn, PyTorch and JAX when installed (same cells, same "
            "thread count where the library allows)")
-    g("--quick", action="store_true", help="a small grid and short time budget (seconds)")
+    g("--check", choices=("off", "warn"), default="off",
+      help="the diagnostics mode of the timed calls (default off; --check warn measures "
+           "the cost of the value checks)")
+    g("--quick", action="store_true", help="a small grid and short time budget")
     g("--repeat", type=int, default=None,
-      help="timed samples per backend and cell; the median is reported (default 7; "
-           "--quick 5). Fewer are taken when --budget runs out (at least 1; 3 unless one "
-           "call takes over a third of the budget)")
+      help="timed samples per backend and cell (>= 1); the median is reported (default 7; "
+           "--quick 5); fewer when --budget runs out")
     g("--budget", type=float, default=None,
-      help="seconds of timing per backend and cell (default 0.4; --quick 0.1)")
+      help="seconds of timing per backend and cell (> 0; default 0.4; --quick 0.1)")
     g("--json", metavar="FILE", help="write every row (and the machine) as JSON to FILE")
-    g("--plot", metavar="FILE.png",
-      help="plot throughput against the number of classes per backend (needs matplotlib)")
-    g("--no-progress", action="store_true", help="no progress bar on stderr")
+    g("--plot", metavar="FILE.png", help="one figure of throughput per cell (matplotlib)")
+    g("--no-progress", action="store_true", help="no progress line on stderr")
     g("--seed", type=int, default=SEED, help="seed of the random data")
     return parser
 
 
 class Config:
-    """A resolved benchmark grid (what ``main`` runs); build with :func:`config_from_args`."""
+    """A resolved benchmark grid (what ``run`` runs); build with :func:`config_from_args`."""
 
     def __init__(self, shapes, dtypes, labels, ops, threads, backends, peers, repeat, budget,
-                 seed=SEED, progress=True):
+                 seed=SEED, progress=True, check="off"):
         self.shapes = [tuple(s) for s in shapes]
         self.dtypes = list(dtypes)
         self.labels = list(labels)
@@ -145,6 +128,7 @@ class Config:
         self.budget = float(budget)
         self.seed = int(seed)
         self.progress = progress
+        self.check = check
 
     def cells(self):
         """(op, labels, dtype, shape, threads) for every meaningful combination."""
@@ -163,10 +147,20 @@ class Config:
         return {"shapes": ["x".join(map(str, s)) for s in self.shapes], "dtypes": self.dtypes,
                 "labels": self.labels, "ops": self.ops, "threads": self.threads,
                 "backends": self.backends, "peers": self.peers, "repeat": self.repeat,
-                "budget_s": self.budget, "seed": self.seed}
+                "budget_s": self.budget, "seed": self.seed, "check": self.check}
+
+
+def _writable_path(path, option):
+    """Fail before any measurement when ``path`` cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {path}: the folder {folder} is not writable")
 
 
 def config_from_args(args):
+    """A Config from parsed options; every option is checked before anything runs."""
     quick = bool(getattr(args, "quick", False))
     get = lambda name: getattr(args, name, None)  # noqa: E731
     shapes = parse_shapes(get("shapes")) if get("shapes") else list(
@@ -176,14 +170,20 @@ def config_from_args(args):
     labels = (_choices(get("labels"), LABEL_KINDS, "labels") if get("labels")
               else list(QUICK_LABELS if quick else DEFAULT_LABELS))
     ops = _choices(get("ops"), OPS, "ops") if get("ops") else list(DEFAULT_OPS)
+    cores = _threads.usable_cores()
     if get("threads"):
         threads = []
         for t in _csv(get("threads")):
             try:
-                threads.append(_threads.resolve(int(t)))
-            except (TypeError, ValueError):
-                raise ValueError(f"--threads {get('threads')!r}: use positive ints or -1 "
-                                 f"(all cores)") from None
+                n = int(t)
+            except ValueError:
+                n = 0
+            if n == -1:
+                n = cores
+            if not 1 <= n <= cores:
+                raise ValueError(f"--threads {get('threads')!r}: use counts from 1 to the "
+                                 f"{cores} usable cores (or -1 for all)")
+            threads.append(n)
     else:
         threads = [_threads.get_num_threads()]
     available = list(_registry.available_backends())
@@ -195,106 +195,26 @@ def config_from_args(args):
                 f"{b}: {_registry.why(b)}" for b in missing))
         backends = ["numpy"] + [b for b in wanted if b != "numpy"]
     else:
-        backends = ["numpy"] + [b for b in available if b != "numpy"]
+        backends = ["numpy"] + [b for b in _plan.available_backends() if b != "numpy"]
     peers = [p for p in PEERS if _peer_available(p)] if get("peers") else []
-    repeat = get("repeat") or (5 if quick else 7)
-    budget = get("budget") or (0.1 if quick else 0.4)
-    if repeat < 1 or budget <= 0:
-        raise ValueError("--repeat must be >= 1 and --budget > 0")
+    repeat = get("repeat") if get("repeat") is not None else (5 if quick else 7)
+    budget = get("budget") if get("budget") is not None else (0.1 if quick else 0.4)
+    if repeat < 1:
+        raise ValueError(f"--repeat {repeat}: use at least 1 sample")
+    if not budget > 0:
+        raise ValueError(f"--budget {budget}: use a positive number of seconds")
+    for option in ("json", "plot"):
+        if get(option):
+            _writable_path(get(option), f"--{option}")
+    if get("plot"):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot needs matplotlib, which is not installed: pip install "
+                             "matplotlib (or pip install 'fastxent[bench]')") from None
     return Config(shapes, dtypes, labels, ops, threads, backends, peers, repeat, budget,
                   get("seed") if get("seed") is not None else SEED,
-                  progress=not get("no_progress"))
-
-
-# ------------------------------------------------------------------------------ data
-
-class Cell:
-    """Seeded data for one (labels, dtype, shape) with preallocated, touched outputs."""
-
-    def __init__(self, labels, dtype, shape, seed):
-        n, c = shape
-        dtype = np.dtype(dtype)
-        rng = np.random.default_rng([seed, n, c, LABEL_KINDS.index(labels)])
-        self.kind, self.dtype, self.shape = labels, dtype, (n, c)
-        self.logits = rng.standard_normal((n, c), dtype=dtype)
-        self.logits *= 3
-        if labels == "sigmoid":
-            self.labels = (rng.random((n, c), dtype=np.float32) < 0.3).astype(dtype)
-        else:
-            t = rng.integers(0, c, n).astype(np.intp)
-            if labels == "integer":
-                self.labels = t
-            else:
-                self.labels = np.zeros((n, c), dtype)
-                self.labels[np.arange(n), t] = 1
-        loss_shape = (n, c) if labels == "sigmoid" else (n,)
-        self.loss = np.zeros(loss_shape, dtype)
-        self.grad = np.zeros((n, c), dtype)
-        self.lse = np.zeros(n, dtype)
-        self.work = np.empty((n, c), dtype)  # in-place target, refilled before each check
-        np.copyto(self.work, self.logits)
-
-    @property
-    def x_bytes(self):
-        return self.logits.nbytes
-
-    def bytes_moved(self, op):
-        """(bytes read, bytes written) per call under the stated bytes model."""
-        x, lab, n, item = self.logits.nbytes, self.labels.nbytes, self.shape[0], self.dtype.itemsize
-        loss_bytes = self.loss.nbytes
-        if op == "forward":
-            return x + lab, loss_bytes
-        if op == "fused":
-            return x + lab, x + loss_bytes
-        if op == "backward":
-            return x + lab + n * item, x
-        return x + lab, x  # gradient, inplace
-
-    def stream_pattern(self, op):
-        return "read" if (op == "forward" and self.kind != "sigmoid") else "copy"
-
-
-def _loss_object(kind, backend, n_threads):
-    from .losses import SigmoidCrossEntropy, SoftmaxCrossEntropy, SparseSoftmaxCrossEntropy
-    cls = {"dense": SoftmaxCrossEntropy, "integer": SparseSoftmaxCrossEntropy,
-           "sigmoid": SigmoidCrossEntropy}[kind]
-    return cls(reduction="none", backend=backend, n_threads=n_threads)
-
-
-def reference(cell):
-    """(loss, gradient) from the NumPy backend in float64 (the oracle every row is checked
-    against)."""
-    obj = _loss_object(cell.kind, "numpy", 1)
-    x = cell.logits.astype(np.float64)
-    y = cell.labels if cell.kind == "integer" else cell.labels.astype(np.float64)
-    return obj.loss_gradient(y, x)
-
-
-def fastxent_call(cell, op, backend, n_threads):
-    """(prepare, run, outputs): ``prepare()`` restores inputs an op destroys (untimed),
-    ``run()`` is the timed call, ``outputs()`` gives (loss or None, grad or None)."""
-    obj = _loss_object(cell.kind, backend, n_threads)
-    y, x = cell.labels, cell.logits
-    if op == "forward":
-        return None, lambda: obj.loss(y, x, out=cell.loss), lambda: (cell.loss, None)
-    if op == "fused":
-        return None, (lambda: obj.loss_gradient(y, x, loss_out=cell.loss, grad_out=cell.grad)), \
-            lambda: (cell.loss, cell.grad)
-    if op == "backward":
-        def prepare():
-            obj.loss(y, x, out=cell.loss, lse_out=cell.lse)
-        return prepare, lambda: obj.gradient(y, x, out=cell.grad, lse=cell.lse), \
-            lambda: (cell.loss, cell.grad)
-    if op == "gradient":
-        return None, lambda: obj.gradient(y, x, out=cell.grad), lambda: (None, cell.grad)
-    if op == "inplace":
-        def prepare():
-            np.copyto(cell.work, x)
-        # Timed calls keep overwriting the same buffer with a gradient of a gradient: values
-        # stay in [-1, 1], so the work per call is the same as on fresh logits.
-        return prepare, lambda: obj.gradient(y, cell.work, out=cell.work), \
-            lambda: (None, cell.work)
-    raise ValueError(op)
+                  progress=not get("no_progress"), check=get("check") or "off")
 
 
 # ------------------------------------------------------------------------------ peers
@@ -425,119 +345,75 @@ def _jax_call(cell, op, n_threads):
     return None, run, lambda: (cell.loss if op == "fused" else None, cell.grad)
 
 
-# ------------------------------------------------------------------------------ timing
-
-def time_call(fn, repeat, budget, prepare=None):
-    """Median seconds per call of ``fn`` (already warmed up): ``(median, samples, number)``.
-
-    Each sample runs ``fn`` ``number`` times (enough for >= ~2 ms) and divides. Sampling
-    stops after ``repeat`` samples, or once ``budget`` seconds are spent and at least 3
-    samples are in (1 when a single call takes over a third of the budget).
-    """
-    if prepare is not None:
-        prepare()
-    t0 = time.perf_counter()
-    fn()
-    one = time.perf_counter() - t0
-    number = max(1, min(10000, int(2e-3 / max(one, 1e-9))))
-    min_samples = min(repeat, 1 if one > budget / 3 else 3)
-    samples = []
-    start = time.perf_counter()
-    while len(samples) < repeat:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - t0) / number)
-        if len(samples) >= min_samples and time.perf_counter() - start >= budget:
-            break
-    return statistics.median(samples), samples, number
-
-
-def max_rel_err(got, ref):
-    """``max|got - ref| / max(1, max|ref|)`` in float64 (0 for empty arrays)."""
-    if got is None or ref is None or np.size(ref) == 0:
-        return 0.0
-    ref = np.asarray(ref, dtype=np.float64)
-    diff = np.max(np.abs(np.asarray(got, dtype=np.float64) - ref))
-    scale = max(1.0, float(np.max(np.abs(ref))))
-    return float(diff) / scale
-
-
-def auto_pick(op, labels, dtype, shape, n_threads):
-    """(backend name, threads, reason) that ``backend="auto"`` uses for this cell."""
-    try:
-        module, threads, reason = _dispatch.select(
-            _DISPATCH_OP[op], _DISPATCH_KIND[labels], np.dtype(dtype), shape[0], shape[1],
-            "auto", n_threads, why=True)
-        return module.NAME, int(threads), reason
-    except Exception as exc:  # a policy problem must not stop the benchmark
-        return "?", n_threads, f"{type(exc).__name__}: {exc}"
 
 
 # ------------------------------------------------------------------------------ progress
 
 class _Progress:
-    def __init__(self, total, enabled):
-        self.total, self.done, self.bar = total, 0, None
-        self.enabled = enabled
-        if not enabled:
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            self.bar = None
-            self.enabled = sys.stderr.isatty()  # the text bar, on a terminal only
-        else:
-            self.bar = tqdm(total=total, file=sys.stderr, unit="run", dynamic_ncols=True,
-                            leave=False, disable=None)  # None: only on a terminal
+    """One line on stderr (a terminal only): cells done, elapsed time, an estimate of what is
+    left (from the bytes measured so far, which dominate the time), the current step."""
+
+    def __init__(self, weights, enabled):
+        self.total = float(sum(weights)) or 1.0
+        self.done = 0.0
+        self.started = time.perf_counter()
+        self.enabled = enabled and sys.stderr.isatty()
 
     def set(self, text):
         if not self.enabled:
             return
-        if self.bar is not None:
-            self.bar.set_description_str(text, refresh=True)
-        else:
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] "
-                             f"{self.done}/{self.total} {text[:50]:<50}")
-            sys.stderr.flush()
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / self.done * (self.total - self.done) if self.done else None
+        eta = f", ~{_fmt_duration(left)} left" if left is not None else ""
+        line = (f"[{100 * self.done / self.total:3.0f}%] {_fmt_duration(elapsed)} elapsed"
+                f"{eta}: {text}")
+        sys.stderr.write("\r" + line[:110].ljust(110))
+        sys.stderr.flush()
 
-    def step(self):
-        self.done += 1
-        if self.enabled and self.bar is not None:
-            self.bar.update(1)
+    def step(self, weight):
+        self.done += weight
 
     def close(self):
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.close()
-        else:
-            sys.stderr.write("\r" + " " * 100 + "\r")
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 110 + "\r")
             sys.stderr.flush()
+
+
+def _fmt_duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 # ------------------------------------------------------------------------------ run
 
-def run(cfg):
-    """Run the grid; return ``{"meta": ..., "rows": [...]}`` (what ``--json`` writes)."""
+def auto_pick(op, labels, dtype, shape, n_threads):
+    """(backend name, threads) that ``backend="auto"`` uses for this cell."""
+    run, threads, name = _plan.plan(labels, _PLAN_OP[op], np.dtype(dtype), shape[0],
+                                    shape[1], "auto", n_threads)
+    return name, max(1, threads)
+
+
+def run(cfg, emit=None):
+    """Run the grid; return ``{"meta": ..., "rows": [...]}`` (what ``--json`` writes).
+    ``emit(rows)`` receives each cell's rows as soon as the cell is done."""
     cells = cfg.cells()
     names = list(cfg.backends) + list(cfg.peers)
-    progress = _Progress(len(cells) * len(names), cfg.progress)
-    rows = []
-    started = time.perf_counter()
     groups = {}
     for op, labels, dtype, shape, nt in cells:
         groups.setdefault((labels, dtype, shape), []).append((op, nt))
+    weights = {key: len(todo) * len(names) * (1 + shape[0] * shape[1] * 1e-6)
+               for key, todo in groups.items() for labels, dtype, shape in [key]}
+    progress = _Progress(weights.values(), cfg.progress)
+    rows = []
+    started = time.perf_counter()
     try:
         for (labels, dtype, shape), todo in groups.items():
             shape_s = "x".join(map(str, shape))
             progress.set(f"data {labels} {dtype} {shape_s}")
             cell = Cell(labels, dtype, shape, cfg.seed)
-            ref_loss, ref_grad = reference(cell)
+            ref_loss, ref_grad = cell.reference()
             for op, nt in todo:
-                auto_name, auto_threads, auto_reason = auto_pick(op, labels, dtype, shape, nt)
+                auto_name, auto_threads = auto_pick(op, labels, dtype, shape, nt)
                 read, written = cell.bytes_moved(op)
                 pattern = cell.stream_pattern(op)
                 stream_bytes = read if pattern == "read" else cell.x_bytes
@@ -545,6 +421,7 @@ def run(cfg):
                 stream = _stream.measure(pattern, stream_bytes, nt, dtype,
                                          budget=min(0.2, cfg.budget))
                 base_time = None
+                cell_rows = []
                 for name in names:
                     progress.set(f"{op} {labels} {dtype} {shape_s} {name}")
                     row = {"op": op, "labels": labels, "dtype": dtype, "shape": list(shape),
@@ -553,8 +430,7 @@ def run(cfg):
                            "bytes_read": read, "bytes_written": written,
                            "stream_pattern": pattern, "stream_gbps": stream["gbps"],
                            "stream_how": stream["how"], "auto": auto_name,
-                           "auto_threads": auto_threads, "auto_reason": auto_reason,
-                           "is_auto_pick": name == auto_name}
+                           "auto_threads": auto_threads, "is_auto_pick": name == auto_name}
                     row.update(_measure(cell, op, name, nt, cfg, ref_loss, ref_grad,
                                         peer=name in cfg.peers))
                     if name == "numpy" and row["status"] == "ok":
@@ -563,8 +439,12 @@ def run(cfg):
                         row["gbps"] = (read + written) / row["time_s"] / 1e9
                         row["stream_fraction"] = row["gbps"] / stream["gbps"]
                         row["speedup"] = (base_time / row["time_s"]) if base_time else None
-                    rows.append(row)
-                    progress.step()
+                    cell_rows.append(row)
+                rows.extend(cell_rows)
+                progress.step(weights[(labels, dtype, shape)] / len(todo))
+                if emit is not None:
+                    progress.close()
+                    emit(cell_rows)
             del cell, ref_loss, ref_grad
     finally:
         progress.close()
@@ -576,18 +456,22 @@ def _measure(cell, op, name, nt, cfg, ref_loss, ref_grad, peer=False):
     """Warm up, verify and time one backend (or peer) on one cell; a dict of results."""
     out = {"status": "ok", "time_s": None, "samples": [], "number": 0, "gbps": None,
            "stream_fraction": None, "speedup": None, "loss_err": None, "grad_err": None,
-           "tol": _TOL[np.dtype(cell.dtype).name], "verified": None, "note": "",
+           "tol": TOLERANCE[np.dtype(cell.dtype).name], "verified": None, "note": "",
            "backend_threads": nt}
     if not peer:
         try:
-            module, threads = _dispatch.select(_DISPATCH_OP[op], _DISPATCH_KIND[cell.kind],
-                                               cell.dtype, cell.shape[0], cell.shape[1], name,
-                                               nt)
-            out["backend_threads"] = int(threads)
+            _plan.require(name)
         except Exception as exc:
             out.update(status="n/a", note=f"{type(exc).__name__}: {exc}")
             return out
-        prepare, fn, outputs = fastxent_call(cell, op, name, nt)
+        prepare, fn, outputs = cell.call(op, name, nt)
+        if cfg.check != "off":
+            import fastxent as fx
+            inner = fn
+
+            def fn():
+                with fx.checking(cfg.check):
+                    return inner()
     else:
         made = peer_call(name, cell, op, nt)
         if isinstance(made, str):
@@ -642,8 +526,7 @@ def _meta(cfg, elapsed):
     return {"config": cfg.as_dict(), "backends": backends, "versions": versions,
             "cpu": _cpu_name(), "usable_cores": _threads.usable_cores(),
             "platform": platform.platform(), "elapsed_s": elapsed,
-            "bytes_model": BYTES_MODEL,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "bytes_model": BYTES_MODEL, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 # ------------------------------------------------------------------------------ output
@@ -667,116 +550,133 @@ def _check_mark(row):
     return f"{'ok' if row['verified'] else 'FAIL'} {worst:.0e}"
 
 
-def format_table(result):
-    """The rows as an aligned text table with a header and the bytes-model footer."""
-    meta = result["meta"]
-    header = ["op", "labels", "dtype", "shape", "thr", "backend", "time", "GB/s", "%stream",
-              "xNumPy", "check", "auto"]
+HEADER = ["op", "labels", "dtype", "shape", "thr", "backend", "time", "GB/s", "%stream",
+          "xNumPy", "check", "auto"]
+_WIDTHS = [7, 7, 7, 11, 3, 8, 8, 6, 7, 7, 8, 8]
+_RIGHT = {"thr", "time", "GB/s", "%stream", "xNumPy"}
+
+
+def _fmt_line(cells):
+    return "  ".join(c.rjust(w) if h in _RIGHT else c.ljust(w)
+                     for c, w, h in zip(cells, _WIDTHS, HEADER)).rstrip()
+
+
+def format_rows(rows):
+    """The lines of one cell's rows (the first row names the cell)."""
     lines = []
-    prev = None
-    table = []
-    for r in result["rows"]:
-        key = (r["op"], r["labels"], r["dtype"], tuple(r["shape"]), r["threads"])
-        first = key != prev
-        prev = key
-        name = r["backend"] + ("*" if r["is_auto_pick"] else "")
+    for k, r in enumerate(rows):
+        first = k == 0
         ok = r["status"] == "ok"
-        table.append([
+        name = r["backend"] + ("*" if r["is_auto_pick"] else "")
+        lines.append(_fmt_line([
             r["op"] if first else "", r["labels"] if first else "", r["dtype"] if first else "",
             "x".join(map(str, r["shape"])) if first else "", str(r["threads"]) if first else "",
-            name,
-            _fmt_time(r["time_s"]) if ok else "-",
-            f"{r['gbps']:.3g}" if ok else "-",
+            name, _fmt_time(r["time_s"]) if ok else "-", f"{r['gbps']:.3g}" if ok else "-",
             f"{100 * r['stream_fraction']:.0f}%" if ok else "-",
-            f"{r['speedup']:.2f}x" if ok and r["speedup"] else "-",
-            _check_mark(r),
-            r["auto"] if first else "",
-        ])
-    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h)
-              for i, h in enumerate(header)]
-    right = {"thr", "time", "GB/s", "%stream", "xNumPy"}
+            f"{r['speedup']:.2f}x" if ok and r["speedup"] else "-", _check_mark(r),
+            f"{r['auto']}" if first else ""]))
+    return lines
 
-    def fmt(cells):
-        return "  ".join(c.rjust(w) if h in right else c.ljust(w)
-                         for c, w, h in zip(cells, widths, header)).rstrip()
-    avail = ", ".join(n for n, b in meta["backends"].items() if b["available"])
-    missing = "; ".join(f"{n} ({b['why']})" for n, b in meta["backends"].items()
+
+def format_header(meta_like):
+    avail = ", ".join(n for n, b in meta_like["backends"].items() if b["available"])
+    missing = "; ".join(f"{n} ({b['why']})" for n, b in meta_like["backends"].items()
                         if not b["available"])
-    lines.append(f"fastxent {meta['versions']['fastxent']} bench on {meta['cpu']} "
-                 f"({meta['usable_cores']} usable cores), numpy {meta['versions']['numpy']}, "
-                 f"python {meta['versions']['python']}")
-    lines.append(f"backends: {avail}" + (f"; unavailable: {missing}" if missing else ""))
-    lines.append("")
-    lines.append(fmt(header))
-    lines.append(fmt(["-" * w for w in widths]))
-    prev_op = None
-    for row, r in zip(table, result["rows"]):
-        if row[0] and prev_op is not None:
-            lines.append("")
-        prev_op = True
-        lines.append(fmt(row))
+    return [f"fastxent {__version__} bench on {_cpu_name()} ({_threads.usable_cores()} usable "
+            f"cores), numpy {np.__version__}, python {sys.version.split()[0]}",
+            f"backends: {avail}" + (f"; unavailable: {missing}" if missing else ""), "",
+            _fmt_line(HEADER), _fmt_line(["-" * w for w in _WIDTHS])]
+
+
+def format_footer(result):
+    meta = result["meta"]
+    lines = [""]
     notes = sorted({f"{r['backend']}: {r['note']}" for r in result["rows"]
                     if r["status"] != "ok" and r["note"]})
-    lines.append("")
     if notes:
         lines.append("Not measured:")
         lines.extend(f"  {n}" for n in notes)
-    lines.append(f"Time: median of up to {meta['config']['repeat']} samples "
-                 f"(budget {meta['config']['budget_s']} s per row); took "
-                 f"{meta['elapsed_s']:.0f} s.")
-    import textwrap
+    lines.append(f"Time: median of up to {meta['config']['repeat']} samples (budget "
+                 f"{meta['config']['budget_s']} s per row); took "
+                 f"{_fmt_duration(meta['elapsed_s'])}. * = the backend 'auto' picks.")
     lines.extend(textwrap.wrap(BYTES_MODEL, 92))
     for note in meta.get("notes", []):
         lines.extend(textwrap.wrap("Note: " + note, 92))
     n_fail = sum(1 for r in result["rows"] if r["verified"] is False)
     lines.append(f"Verification: {'all passed' if not n_fail else f'{n_fail} FAILED'}.")
-    return "\n".join(lines)
+    return lines
+
+
+def format_table(result):
+    """The whole table as text (what the command prints, cell by cell)."""
+    lines = format_header(result["meta"])
+    key = None
+    group = []
+    for r in result["rows"]:
+        k = (r["op"], r["labels"], r["dtype"], tuple(r["shape"]), r["threads"])
+        if k != key and group:
+            lines += format_rows(group) + [""]
+            group = []
+        key = k
+        group.append(r)
+    if group:
+        lines += format_rows(group)
+    return "\n".join(lines + format_footer(result))
 
 
 def plot(result, path):
-    """Throughput (GB/s) against the number of classes, one line per backend, one panel per
-    (op, labels, threads); dtype as line style."""
+    """One figure: GB/s (higher is better) per backend, one group of bars per shape, one panel
+    per (operation, labels, dtype, threads); the memory stream of the same bytes is the
+    black line over each group (the limit); panels of one operation share their y range."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [r for r in result["rows"] if r["status"] == "ok"]
-    panels = sorted({(r["op"], r["labels"], r["threads"]) for r in rows})
+    panels = sorted({(r["op"], r["labels"], r["dtype"], r["threads"]) for r in rows})
     if not panels:
         raise ValueError("nothing was measured, so there is nothing to plot")
     ncols = min(2, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.2 * nrows), squeeze=False)
-    styles = {"float32": "-", "float64": "--"}
-    backends = list(dict.fromkeys(r["backend"] for r in rows))
-    colors = {b: f"C{i}" for i, b in enumerate(backends)}
-    for ax, (op, labels, nt) in zip(axes.flat, panels):
-        sub = [r for r in rows if (r["op"], r["labels"], r["threads"]) == (op, labels, nt)]
-        for b in backends:
-            for dt in styles:
-                pts = sorted((r["n_classes"], r["gbps"]) for r in sub
-                             if r["backend"] == b and r["dtype"] == dt)
-                if pts:
-                    ax.plot(*zip(*pts), styles[dt], marker="o", color=colors[b],
-                            label=f"{b} {dt}")
-        for dt in styles:  # the stream of each dtype's bytes (the limit per cell)
-            streams = sorted({(r["n_classes"], r["stream_gbps"]) for r in sub
-                              if r["dtype"] == dt and r["backend"] == "numpy"})
-            if streams:
-                ax.plot(*zip(*streams), ":" if dt == "float32" else "-.", color="gray",
-                        label=f"memory stream {dt}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("number of classes C")
-        ax.set_ylabel("GB/s (bytes model)")
-        ax.set_title(f"{op}, {labels} labels, {nt} thread{'s' if nt != 1 else ''}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 3.4 * nrows + 0.9),
+                             squeeze=False)
+    names = list(dict.fromkeys(r["backend"] for r in rows))
+    colors = {b: f"C{i}" for i, b in enumerate(names)}
+    ymax = {}
+    for r in rows:
+        ymax[r["op"]] = max(ymax.get(r["op"], 0), r["gbps"], r["stream_gbps"])
+    width = 0.8 / len(names)
+    for ax, (op, labels, dtype, nt) in zip(axes.flat, panels):
+        sub = [r for r in rows if (r["op"], r["labels"], r["dtype"], r["threads"]) ==
+               (op, labels, dtype, nt)]
+        shapes = list(dict.fromkeys("x".join(map(str, r["shape"])) for r in sub))
+        for j, b in enumerate(names):
+            vals = {("x".join(map(str, r["shape"]))): r["gbps"] for r in sub
+                    if r["backend"] == b}
+            xs = [i - 0.4 + width * (j + 0.5) for i, s in enumerate(shapes) if s in vals]
+            ax.bar(xs, [vals[s] for s in shapes if s in vals], width, color=colors[b],
+                   label=b)
+        for i, s in enumerate(shapes):
+            stream = next(r["stream_gbps"] for r in sub if "x".join(map(str, r["shape"])) == s)
+            ax.hlines(stream, i - 0.45, i + 0.45, colors="black", linewidth=2)
+        ax.set_xticks(range(len(shapes)))
+        ax.set_xticklabels(shapes)
+        ax.set_ylim(0, ymax[op] * 1.1)
+        ax.set_ylabel("GB/s (higher is better)")
+        ax.set_title(f"{op}, {labels} labels, {dtype}, {nt} thread{'s' if nt != 1 else ''}",
+                     fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
+    handles, labels_ = axes.flat[0].get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], color="black", linewidth=2))
+    labels_.append("memory stream of the same bytes (the limit)")
+    fig.legend(handles, labels_, loc="upper center", ncol=min(6, len(handles)), fontsize=8,
+               frameon=False)
     fig.suptitle(f"fastxent {result['meta']['versions']['fastxent']} on "
-                 f"{result['meta']['cpu']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+                 f"{result['meta']['cpu']} ({result['meta']['usable_cores']} cores): "
+                 f"throughput by shape (N x C)", fontsize=10, y=0.995)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -800,6 +700,8 @@ def _omp_policy_for_peers(peers):
             "set OMP_WAIT_POLICY yourself to override")
 
 
+
+
 def _to_json(obj):
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
@@ -808,35 +710,37 @@ def _to_json(obj):
 
 def main(args):
     """Entry point of ``python -m fastxent bench``; returns the exit status."""
-    # Before any backend is loaded: OpenMP reads OMP_WAIT_POLICY when its runtime starts.
+    # before any OpenMP runtime is loaded (it reads OMP_WAIT_POLICY when it starts)
     omp_note = _omp_policy_for_peers(bool(getattr(args, "peers", False)))
     try:
         cfg = config_from_args(args)
     except ValueError as exc:
         print(f"fastxent bench: error: {exc}", file=sys.stderr)
         return 2
-    plot_path = getattr(args, "plot", None)
-    if plot_path:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("fastxent bench: error: --plot needs matplotlib, which is not installed: "
-                  "pip install matplotlib (or pip install 'fastxent[plot]')", file=sys.stderr)
-            return 2
     if getattr(args, "peers", False) and not cfg.peers:
         print("fastxent bench: --peers: none of scikit-learn, PyTorch, JAX is installed",
               file=sys.stderr)
-    result = run(cfg)
+    meta_like = {"backends": {n: {"available": _registry.load(n) is not None,
+                                  "why": _registry.why(n)} for n in _registry.known_backends()}}
+    print("\n".join(format_header(meta_like)), flush=True)
+    first = [True]
+
+    def emit(rows):
+        if not first[0]:
+            print()
+        first[0] = False
+        print("\n".join(format_rows(rows)), flush=True)
+    result = run(cfg, emit)
     result["meta"]["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     if omp_note:
         result["meta"]["notes"] = [omp_note]
-    print(format_table(result))
+    print("\n".join(format_footer(result)))
     if getattr(args, "json", None):
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1, default=_to_json)
         print(f"JSON: {os.path.abspath(args.json)}")
-    if plot_path:
-        plot(result, plot_path)
-        print(f"Plot: {os.path.abspath(plot_path)}")
+    if getattr(args, "plot", None):
+        plot(result, args.plot)
+        print(f"Plot: {os.path.abspath(args.plot)}")
     failed = [r for r in result["rows"] if r["verified"] is False]
     return 1 if failed else 0

@@ -1,8 +1,9 @@
-"""``python -m fastxent check``: every available backend against a float64 oracle."""
+"""``python -m fastxent check``: every available backend against a float64 oracle (a few
+seconds: it compiles the Numba kernels it uses on a first run)."""
 
 import numpy as np
 
-from . import _registry, losses
+from .. import _plan, losses
 
 
 def _oracle(x, t):
@@ -25,9 +26,9 @@ def main(args=None):
         for dtype in (np.float32, np.float64):
             x = x64.astype(dtype)
             want_loss, want_grad = _oracle(x, t)
-            for name in _registry.available_backends():
+            for name in _plan.available_backends():
                 loss, grad = losses.SparseSoftmaxCrossEntropy(
-                    reduction="none", backend=name).loss_gradient(t, x)
+                    reduction="none", backend=name, check="off").loss_gradient(t, x)
                 el = np.max(np.abs(loss - want_loss) / np.maximum(np.abs(want_loss), 1))
                 eg = np.max(np.abs(grad - want_grad))
                 good = el < (1e-5 if dtype == np.float32 else 1e-12)

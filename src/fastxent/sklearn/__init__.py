@@ -25,15 +25,15 @@ n_threads=k)`` in place of ``HalfMultinomialLoss(n_classes=C)``:
 * per-sample results -> ``reduction="none"`` (``"mean"`` and ``"sum"`` reduce inside, with
   the gradient scaled to match).
 * ``loss(y_true, raw, sample_weight, loss_out, n_threads)`` ->
-  ``loss(labels, logits, sample_weight, out=loss_out)``.
+  ``loss(labels, logits, sample_weight, loss_out=loss_out)``.
 * ``gradient(y_true, raw, sample_weight, gradient_out, n_threads)`` ->
-  ``gradient(labels, logits, sample_weight, out=gradient_out)``.
+  ``gradient(labels, logits, sample_weight, gradient_out=gradient_out)``.
 * ``loss_gradient(y_true, raw, sample_weight, loss_out, gradient_out, n_threads)`` ->
-  ``loss_gradient(labels, logits, sample_weight, loss_out=..., grad_out=...)``.
+  ``loss_gradient(labels, logits, sample_weight, loss_out=..., gradient_out=...)``.
 * ``gradient_hessian(y_true, raw, sample_weight, gradient_out, hessian_out, n_threads)`` ->
   ``gradient_hessian(labels, logits, sample_weight, gradient_out, hessian_out)``: the
   gradient and the *diagonal* of each row's Hessian, as scikit-learn returns it
-  (:func:`fastxent._hessian.gradient_hessian`).
+  (an engine operation).
 * the full Hessian through products (``LinearModelLoss.gradient_hessian_product``) ->
   ``hessp(labels, logits, v, sample_weight)``.
 * ``n_threads=`` per call -> ``n_threads=`` (and ``backend=``) on the loss object.
@@ -48,7 +48,7 @@ values are the same). With ``reduction="none"`` the values, gradients and diagon
 are elementwise equal to scikit-learn's (tested in ``tests/test_sklearn_loss_protocol.py``),
 and out buffers are filled in place in the same way. What fastxent adds: float32 throughout,
 label smoothing, class weights, z-loss, ``ignore_index``, soft labels, the in-place gradient
-(``grad_out=logits``), and multi-threaded kernels.
+(``gradient_out=logits``), and multi-threaded kernels.
 """
 
 from ._estimator import SoftmaxRegression

@@ -43,7 +43,7 @@ class _Objective:
 
     The N x C work stays in the data's dtype: only the coefficient-sized vectors that scipy
     owns are float64. The logits buffer is reused for every evaluation and the gradient is
-    written over it (``grad_out=logits``), so an evaluation allocates no N x C memory.
+    written over it (``gradient_out=logits``), so an evaluation allocates no N x C memory.
     """
 
     def __init__(self, X, y, weights, n_classes, fit_intercept, l2, loss, keep_logits):
@@ -114,7 +114,7 @@ class _Objective:
         # are summed in float64, so float32 rounding does not accumulate over N rows (the
         # line search compares objective values that differ by ~1e-10 near the optimum).
         values, G = self.loss.loss_gradient(self.y, logits, sample_weight=self.weights,
-                                            grad_out=self.grad_buf)
+                                            gradient_out=self.grad_buf)
         f = float(np.sum(values, dtype=np.float64))
         if self.l2:
             f += 0.5 * self.l2 * float(W.ravel() @ W.ravel())
@@ -131,7 +131,7 @@ class _Objective:
         V, vb = self.split(v)
         Zv = self._xdot(V, vb, self.grad_buf)
         HZ = self.loss.hessp(self.y, self.logits, Zv, sample_weight=self.weights,
-                             out=self.grad_buf)
+                             hessp_out=self.grad_buf)
         return self._xtdot(HZ, V, np.empty_like(v))
 
 
