@@ -137,7 +137,7 @@ def test_build_info_contents():
     cy = _need("cython")
     info = cy.build_info()
     for key in ("available", "openmp", "simd", "simd_tiers", "simd_supported", "compile_flags",
-                "directives", "small_class_path_max_c", "nontemporal_from_bytes"):
+                "directives", "small_class_path_max_c"):
         assert key in info, key
     assert info["simd"] in info["simd_supported"]
     assert "-ffast-math" not in info["compile_flags"]

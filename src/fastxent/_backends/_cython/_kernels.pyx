@@ -47,7 +47,7 @@ cdef extern from "fxe_kernels.h" nogil:
         void *grad
         void *lse_out
         fxe_ssize n, C, y_rows
-        int family, has_ignore, shard, rs_elem, loss_2d, want_total, nt_store, check, mode
+        int family, has_ignore, shard, rs_elem, loss_2d, want_total, check, mode
         fxe_ssize ignore_index
         double eps, epsc, z, softcap, gscale, sum_cw, prob_tol, label_tol
     ctypedef double (*fxe_kernel)(const fxe_params *, fxe_ssize, fxe_ssize, void *,
@@ -78,9 +78,6 @@ from .. import DIAG, Status
 
 #: Elements per super-block between signal checks (~5-50 ms of work).
 cdef fxe_ssize SUPER_ELEMS = 1 << 24
-#: Gradients larger than this many bytes are written with non-temporal stores (they would
-#: only evict the inputs from the last-level cache); set at import from the L3 size.
-cdef Py_ssize_t NT_BYTES = 1 << 62
 
 cdef bint _omp_used = False       # this process has opened an OpenMP region
 cdef bint _serial_only = False    # forked child of such a process: never open one
@@ -193,7 +190,6 @@ def run(object kernel_call, int n_threads):
     if (p.family in (FXE_SOFTMAX, FXE_HESSP) and p.y == NULL and p.t == NULL) or \
             (p.family == FXE_SIGMOID and p.y == NULL):
         raise ValueError("kernel contract violated: labels are absent")
-    p.nt_store = p.grad != NULL and n * C * (8 if is64 else 4) > NT_BYTES
 
     cdef fxe_counts cn
     fxe_counts_init(&cn)
@@ -279,12 +275,6 @@ def _omp_limit():
     return fxe_omp_max_threads()
 
 
-def _set_nt_bytes(Py_ssize_t nbytes):
-    """Gradients above this many bytes are stored non-temporally (tests, tuning)."""
-    global NT_BYTES
-    NT_BYTES = nbytes
-
-
 def _build_info():
     return {
         "openmp": bool(FXE_OPENMP),
@@ -294,26 +284,9 @@ def _build_info():
         "compile_flags": FXE_BUILD_FLAGS.decode(),
         "directives": FXE_BUILD_DIRECTIVES.decode(),
         "small_class_path_max_c": FXE_SMALL_C,
-        "nontemporal_from_bytes": NT_BYTES,
         "serial_only_after_fork": bool(_serial_only),
     }
 
-
-def _l3_bytes():
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
-            text = f.read().strip().upper()
-        digits = text.rstrip("KMG")
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[len(digits):], 1)
-        return int(digits) * scale
-    except (OSError, ValueError):
-        return 0
-
-
-# Non-temporal gradient stores pay once the gradient could not stay in the last-level cache
-# anyway: from twice the L3 size (both it and the logits compete for it).
-if _l3_bytes():
-    NT_BYTES = 2 * _l3_bytes()
 
 # FASTXENT_SIMD=baseline|avx2|avx512 caps the tier (default: the best the CPU runs)
 _env_tier = os.environ.get("FASTXENT_SIMD", "best").strip().lower() or "best"

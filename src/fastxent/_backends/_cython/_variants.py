@@ -4,8 +4,13 @@ Each instruction-set tier compiles the row kernels (``fxe_rows.h``) once per dty
 ``#pragma GCC target``; the tiers beyond the baseline exist only where the compiler is GCC
 or Clang on x86 (``FXE_X86_TIERS``), so any other architecture or compiler builds the
 portable baseline alone. ``FASTXENT_NATIVE=1`` builds one ``native`` tier for the build
-machine. The generated header also holds each tier's kernel table and non-temporal copy;
+machine. The generated header also holds each tier's kernel table;
 ``fxe_kernels.h`` picks a tier at import from ``__builtin_cpu_supports``.
+
+Tried and dropped: non-temporal stores of the gradient from a per-thread scratch row (no
+read-for-ownership of the output): slower wherever measured (2048 x 32768 float32 fused,
+2 threads: 51.5 ms against 41.9 ms on an AMD EPYC with a 32 MB L3; also slower on the
+0.1 release's Xeon with a large L3).
 
 This file is the only place a tier or a dtype is listed.
 """
@@ -17,17 +22,11 @@ DTYPES = (
 )
 
 TIERS = (
-    # (name, gcc target, CPU features that select it, non-temporal store intrinsics
-    #  (float, double, vector bytes) or None)
-    ("baseline", None, (), ("_mm_stream_ps", "_mm_stream_pd", 16, "__m128", "__m128d",
-                            "_mm_loadu_ps", "_mm_loadu_pd")),
-    ("avx2", "avx2,fma", ("avx2", "fma"),
-     ("_mm256_stream_ps", "_mm256_stream_pd", 32, "__m256", "__m256d", "_mm256_loadu_ps",
-      "_mm256_loadu_pd")),
+    # (name, gcc target or None for the compiler's default, CPU features that select it)
+    ("baseline", None, ()),
+    ("avx2", "avx2,fma", ("avx2", "fma")),
     ("avx512", "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512",
-     ("avx2", "fma", "avx512f", "avx512vl", "avx512dq", "avx512bw"),
-     ("_mm512_stream_ps", "_mm512_stream_pd", 64, "__m512", "__m512d", "_mm512_loadu_ps",
-      "_mm512_loadu_pd")),
+     ("avx2", "fma", "avx512f", "avx512vl", "avx512dq", "avx512bw")),
 )
 
 #: Kernel table order: the families of fastxent._backends, then the small-C path.
@@ -46,7 +45,6 @@ def _instance(tier, dtype):
 #define EXPM1N {expm1}
 #define LOGT {log}
 #define LOG1PT {log1p}
-#define FXE_STREAM_COPY fxe_stream_copy_{name}
 #include "fxe_rows.h"
 #undef T
 #undef FN
@@ -55,28 +53,7 @@ def _instance(tier, dtype):
 #undef EXPM1N
 #undef LOGT
 #undef LOG1PT
-#undef FXE_STREAM_COPY
 """
-
-
-def _stream(tier, nt):
-    """Non-temporal copy of a row from scratch to the output (memcpy without intrinsics)."""
-    out = []
-    for index, (ctype, sfx, *_) in enumerate(DTYPES):
-        name = f"{sfx}_{tier}"
-        if nt is None:
-            body = "    memcpy(d, s, (size_t)n * sizeof(*d));"
-        else:
-            store, load = nt[index], nt[5 + index]
-            lanes = nt[2] // (4 if ctype == "float" else 8)
-            body = f"""    fxe_ssize i = 0;
-    for (; i < n && ((uintptr_t)(d + i) & {nt[2] - 1}); i++) d[i] = s[i];
-    for (; i + {lanes} <= n; i += {lanes}) {store}(d + i, {load}(s + i));
-    for (; i < n; i++) d[i] = s[i];
-    _mm_sfence();"""
-        out.append(f"static void fxe_stream_copy_{name}({ctype} *d, const {ctype} *s, "
-                   f"fxe_ssize n)\n{{\n{body}\n}}\n")
-    return "".join(out)
 
 
 def c_source():
@@ -86,7 +63,6 @@ def c_source():
              "#if !defined(FXE_NATIVE) && (defined(__GNUC__) || defined(__clang__)) && \\",
              "    (defined(__x86_64__) || defined(__i386__))",
              "#define FXE_X86_TIERS 1",
-             "#include <immintrin.h>",
              "#else",
              "#define FXE_X86_TIERS 0",
              "#endif",
@@ -95,15 +71,11 @@ def c_source():
              f"#define FXE_N_KERNELS {len(KERNELS)}",
              f"#define FXE_N_TIERS {len(TIERS)}", ""]
     tables = []
-    for index, (name, target, features, nt) in enumerate(TIERS):
+    for index, (name, target, features) in enumerate(TIERS):
         x86 = target is not None
         if x86:
             parts += ["#if FXE_X86_TIERS", "#pragma GCC push_options",
                       f'#pragma GCC target("{target}")']
-            parts.append(_stream(name, nt))
-        else:
-            parts += ["#if FXE_X86_TIERS && defined(__SSE2__)", _stream(name, nt), "#else",
-                      _stream(name, None), "#endif"]
         for dtype in DTYPES:
             parts.append(_instance(name, dtype))
         rows = []

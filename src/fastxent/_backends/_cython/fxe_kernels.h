@@ -37,8 +37,7 @@ static fxe_kernel fxe_plan(const fxe_params *p, int is64, fxe_ssize *task, size_
     *scratch = 0;
     if (k == FXE_K_SMALL) *scratch = 3 * (size_t)FXE_SMALL_C * FXE_SB * es;
     else if (k == FXE_HESSP) *scratch = (size_t)p->C * es;
-    else if (k == FXE_SOFTMAX && p->grad && (p->nt_store || p->softcap != 0))
-        *scratch = (size_t)p->C * es * (p->softcap != 0 ? 2 : 1);
+    else if (k == FXE_SOFTMAX && p->grad && p->softcap != 0) *scratch = 2 * (size_t)p->C * es;
     return fxe_active[is64][k];
 }
 #endif

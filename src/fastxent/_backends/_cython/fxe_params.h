@@ -45,7 +45,7 @@ typedef struct {
     void *lse_out;           /* (n,) logsumexp of each row */
     fxe_ssize n, C;
     fxe_ssize y_rows;        /* n, or 1 for broadcast dense labels */
-    int family, has_ignore, shard, rs_elem, loss_2d, want_total, nt_store, check, mode;
+    int family, has_ignore, shard, rs_elem, loss_2d, want_total, check, mode;
     fxe_ssize ignore_index;
     double eps, epsc;        /* label smoothing; eps / (total classes) */
     double z, softcap, gscale, sum_cw; /* z-loss; cap (0: none); gradient factor; sum of cw */

@@ -1,9 +1,8 @@
 /* fxe_rows.h -- the row kernels, instantiated once per (dtype, instruction set) by the
  * generated fxe_variants.h (see _variants.py). No include guard on purpose. Defined before
  * inclusion: T (float or double), FN(name) (the suffixed name), and the maths of fxe_math.h
- * for T: EXP (kernel exp, x <= 0), EXPFULL, EXPM1N, LOGT, LOG1PT; FXE_STREAM_COPY (a
- * non-temporal copy, or memcpy). Row scalars (log of a row's sum, rescaling factors) are
- * computed in double with libm.
+ * for T: EXP (kernel exp, x <= 0), EXPFULL, EXPM1N, LOGT, LOG1PT. Row scalars (log of a
+ * row's sum, rescaling factors) are computed in double with libm.
  *
  * Every kernel has the signature of fxe_kernel: rows [r0, r1), per-thread scratch, counters;
  * it returns the sum over its rows of rs_i * loss_i in double (0 when no loss is wanted).
@@ -14,7 +13,7 @@
  * elements computes the running max m (online: the sum is rescaled when m rises), the sum
  * of exp(x - m) over the elements *not equal to m* (s1) and their count (cnt, usually 1),
  * the label sums, and stores exp(x - shift) once per element (into the gradient buffer, or
- * a per-thread scratch row when the gradient is streamed to memory or softcapped). Then
+ * a per-thread scratch row when the logits are softcapped). Then
  * s = cnt + s1, log s = log1p(s1 + cnt - 1), lse = m + log s: for a confident row
  * (s1 < eps) the loss log1p(s1) and the dominant class's gradient -s1 / s keep their
  * digits instead of cancelling to 0 (TensorFlow's tail-accuracy tests). Pass B turns the
@@ -370,9 +369,8 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
     }
 
     const int smooth = !dense && eps != 0 && want_loss;
-    const int nt = g && p->nt_store;
-    /* where the exponentials go: the gradient itself, or scratch (streamed / softcapped) */
-    T *E = g ? ((nt || capped) ? scratch : g) : NULL;
+    /* where the exponentials go: the gradient itself, or scratch when softcapped */
+    T *E = g ? (capped ? scratch : g) : NULL;
     /* softcapped in place: the raw row, for the chain rule once g (= x) is written */
     const T *xraw = x;
     if (capped && g == x) {
@@ -454,7 +452,7 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
     /* pass B */
     const double coef = p->z != 0 ? Sm + 2 * p->z * lse : Sm;
     const T sa = a * sc, sb = bsm * sc;
-    T *out = nt ? scratch : g;
+    T *out = g;
     if (coef == 0) {
         /* no (coef p) term: the gradient is -wy sc, with no 0 * inf from the exponentials */
         for (fxe_ssize c = 0; c < C; c++) {
@@ -489,7 +487,6 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
         out[amax] = (T)(((coef - wya) - coef * s1 / s) * (double)sc);
     }
     if (capped) FN(cap_chain)(out, xraw, C, cap, inv_cap);
-    if (nt) FXE_STREAM_COPY(g, out, C);
     return loss * rw;
 }
 
