@@ -175,7 +175,8 @@ FXE_INLINE float fxe_logf(float a)
     float r = (x + y) + e * FXE_EXPF_LN2_HI;
     r = a == 0.0f ? -INFINITY : r;
     r = a == INFINITY ? INFINITY : r;
-    r = (a < 0.0f || a != a) ? NAN : r;
+    r = a >= 0.0f ? r : NAN;     /* a < 0 or NaN: one comparison (a || of two stops gcc
+                                    vectorising a loop that computes log(exp(.))) */
     return r;
 }
 
@@ -196,7 +197,7 @@ FXE_INLINE double fxe_log(double a)
     double r = k * FXE_LOG_LN2_HI - ((hfsq - (s * (hfsq + R) + k * FXE_LOG_LN2_LO)) - f);
     r = a == 0.0 ? -INFINITY : r;
     r = a == INFINITY ? INFINITY : r;
-    r = (a < 0.0 || a != a) ? NAN : r;
+    r = a >= 0.0 ? r : NAN;      /* a < 0 or NaN */
     return r;
 }
 

@@ -848,8 +848,10 @@ FXE_INLINE void FN(sigmoid_row_)(const T *x, const T *y, const T *pw, const T *r
                                  const int want_g, const int elem_rs)
 {
     double acc = 0.0, wacc = 0.0;
+    T lbuf[128];            /* per-element losses nobody asked for: an unconditional store */
     for (fxe_ssize c0 = 0; c0 < C; c0 += 128) {
         const fxe_ssize c1 = C - c0 < 128 ? C : c0 + 128;
+        T *lw = l2 ? l2 + c0 : lbuf;
         T bl = 0, bw = 0;
 #pragma omp simd reduction(+:bl, bw)
         for (fxe_ssize c = c0; c < c1; c++) {
@@ -864,7 +866,7 @@ FXE_INLINE void FN(sigmoid_row_)(const T *x, const T *y, const T *pw, const T *r
                 T l = LOG1PT(e);
                 T spp = (xc > 0 ? xc : (T)0) + l, spn = (xc < 0 ? -xc : (T)0) + l;
                 T v = (av != 0 ? av * spp : (T)0) + (bv != 0 ? bv * spn : (T)0);
-                if (l2) l2[c] = v;
+                lw[c - c0] = v;
                 bl += v;
                 if (elem_rs) bw += v * rsr[c];
             }
