@@ -15,6 +15,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
+from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, overload
 
 from ._mathdef import EXP, EXPF, LOG, LOGF
@@ -46,6 +47,22 @@ def cvt(typingctx, value, like):
         return context.cast(builder, args[0], sig.args[0], sig.return_type)
 
     return like(value, like), codegen
+
+
+@intrinsic
+def writable(typingctx, arr):
+    """The same array typed as writable: a row kernel reads its logits through the same
+    type whether the caller's array is read-only or not, and a variable may hold either the
+    row or a scratch copy of it. (Kernels never write their inputs.)"""
+    if not isinstance(arr, types.Array):
+        return None
+    out = arr.copy(readonly=False)
+
+    def codegen(context, builder, sig, args):
+        # a new reference to the same array (NRT releases the argument and the result)
+        return impl_ret_borrowed(context, builder, sig.return_type, args[0])
+
+    return out(arr), codegen
 
 
 @intrinsic

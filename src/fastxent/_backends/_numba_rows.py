@@ -4,22 +4,28 @@ of the C kernels (``_cython/fxe_rows.h``), with one signature ``row(A, S, i, scr
 ``A`` is the tuple of arrays of a KernelCall in numba layout (absent arrays are empty; row
 weights, losses and one-column outputs are 2-D so that every family types the same way):
 ``(x, y, t, cw, rs, lse_in, coef_in, v, loss, grad, lse_out)``; ``S`` the tuple of scalars
-(see ``numba_.py``); ``scratch`` one row of the logits' dtype per task; ``cnt`` the task's
+(see ``numba_.py``); ``scratch`` two rows of the logits' dtype per task; ``cnt`` the task's
 counters (``[nbad, diag..., first...]``). A row returns its loss times its row weight.
 
 Per softmax row: pass 1 the max (from memory), pass 2 exp(x - m) stored once per element
-(into the gradient, or the scratch row when the gradient is the logits themselves or the
-logits are softcapped) with the sums, pass 3 the gradient from the stored values (in L2).
-Sums run over blocks of ``_BLOCK`` classes in the input dtype and are added in float64; row
-scalars are float64. ``fastmath=_ROW_FLAGS`` (reassoc lets the block sums vectorise; no
-nnan/ninf: -inf masking and NaN propagation keep their meaning).
+(into the gradient, or the scratch row when the gradient is the logits themselves) with the
+sums, pass 3 the gradient from the stored values (in L2). A softcapped row is capped into
+the second scratch row first and read from there.
+
+Vectorisation: LLVM vectorises a loop over a 1-D row view whose body has no data-dependent
+branch; so the hot loops below each do one thing over ``x[i]`` (flags tested outside them),
+and a comparison enters a sum as a 0/1 factor, not as a select. Sums run over blocks of
+``_BLOCK`` classes in the input dtype and are added in float64; row scalars are float64.
+``fastmath=_ROW_FLAGS`` (reassoc lets the block sums vectorise; no nnan/ninf: -inf masking
+and NaN propagation keep their meaning).
 """
 
 import math
 
 from numba import njit
 
-from ._numba_math import EXACT_FLAGS, OPTS, cvt, exp_neg, expm1_neg, log1p_t, log_t, maxnum
+from ._numba_math import (EXACT_FLAGS, OPTS, cvt, exp_neg, expm1_neg, log1p_t, log_t, maxnum,
+                          writable)
 
 _ROW_FLAGS = {"nsz", "arcp", "contract", "reassoc"}
 _BLOCK = 128
@@ -31,11 +37,9 @@ _PROB, _NONFIN, _NANLAB, _NEGLAB, _SUMLAB, _BIGLAB, _UNIT = 0, 1, 2, 3, 4, 5, 6
 _row = njit(fastmath=_ROW_FLAGS, **OPTS)
 #: row scalars whose rounding matters (no reassoc: it would cancel a confident row's tail)
 _exact = njit(fastmath=EXACT_FLAGS, inline="never", **OPTS)
-#: tiny helpers inlined at Numba IR level (no compilation per constant argument)
-_inline = njit(fastmath=_ROW_FLAGS, inline="always", **OPTS)
 
 
-@_inline
+@_row
 def count(cnt, k, i):
     """Count diagnostic k at row i (cnt = [nbad, diag[8], first[8]])."""
     if cnt[1 + k] == 0 or i < cnt[1 + _NDIAG + k]:
@@ -54,71 +58,190 @@ def capv(x, cap, inv_cap):
     return u if u != u else cap * th
 
 
+# ------------------------------------------------------------------------- row loops
+
 @_row
-def row_max(x, i, C):
-    m = x[i, 0]
-    for c in range(1, C):
-        m = maxnum(m, x[i, c])
+def row_max(xr):
+    m = xr[0]
+    for c in range(1, xr.shape[0]):
+        m = maxnum(m, xr[c])
     return m
 
 
 @_row
-def _sums_block(x, i, c0, c1, m, E, store, cap, inv_cap, capped, y, yr, cw, a, b, dense,
-                smooth, rowbuf):
-    bs = cvt(0.0, m)
-    bn = cvt(0.0, m)
-    bS = cvt(0.0, m)
-    bD = cvt(0.0, m)
-    for c in range(c0, c1):
-        xc = x[i, c]
-        if capped:
-            xc = capv(xc, cap, inv_cap)
-        d = m - xc
-        e = exp_neg(-d)
-        # a select, not e - 1: reassoc could turn the sum of (e - 1) into (sum e) - 1
-        top = xc == m
-        bs += cvt(0.0, m) if top else e
-        bn += cvt(1.0, m) if top else cvt(0.0, m)
-        if store:
-            E[rowbuf, c] = e
-        if dense:
-            wy = a * y[yr, c] + b
-            if cw.shape[0] > 0:
-                wy = wy * cw[c]
-            bS += wy
-            bD += wy * d if wy != 0 else cvt(0.0, m)
-        elif smooth:
-            w = cw[c] if cw.shape[0] > 0 else cvt(1.0, m)
-            bD += w * d if w != 0 else cvt(0.0, m)
-    return bs, bn, bS, bD
+def row_stats(xr):
+    """(min, sum) of a row, for the diagnostics."""
+    lo = xr[0]
+    s = 0.0
+    for c0 in range(0, xr.shape[0], _BLOCK):
+        b = cvt(0.0, lo)
+        for c in range(c0, min(xr.shape[0], c0 + _BLOCK)):
+            lo = min(lo, xr[c])
+            b += xr[c]
+        s += b
+    return lo, s
 
 
 @_row
-def row_sums(x, i, C, m, E, store, rowbuf, cap, inv_cap, capped, y, yr, cw, a, b, dense,
-             smooth):
-    """(s1, cnt, S, D) of a row: s1 = sum of exp(x - m) over x != m, cnt = #(x == m),
-    S = sum wy, D = sum_{wy != 0} wy (m - x) (integer labels with smoothing: over w = cw)."""
+def cap_row(xr, out, cap, inv_cap):
+    for c in range(xr.shape[0]):
+        out[c] = capv(xr[c], cap, inv_cap)
+
+
+@_row
+def first_index(xr, m):
+    """The first index of m in a row (-1 if absent): a vectorised count per block, then a
+    scalar scan of the block that holds it."""
+    C = xr.shape[0]
+    for c0 in range(0, C, _BLOCK):
+        c1 = min(C, c0 + _BLOCK)
+        hits = 0
+        for c in range(c0, c1):
+            hits += xr[c] == m
+        if hits > 0:
+            for c in range(c0, c1):
+                if xr[c] == m:
+                    return c
+    return -1
+
+
+@_row
+def sum_exp(xr, m, er, store):
+    """(s1, n): s1 = sum of exp(x - m) over x != m, n = #(x == m); the exponentials into er
+    when ``store``. (x == m enters as a 0/1 factor: e (1 - f) is exact, no e - 1 that
+    reassoc could regroup.)"""
+    one = cvt(1.0, m)
+    C = xr.shape[0]
+    s1 = 0.0
+    n = 0.0
+    for c0 in range(0, C, _BLOCK):
+        bs = cvt(0.0, m)
+        bn = cvt(0.0, m)
+        for c in range(c0, min(C, c0 + _BLOCK)):
+            xc = xr[c]
+            e = exp_neg(xc - m)
+            f = cvt(xc == m, m)
+            bs += e * (one - f)
+            bn += f
+            if store:
+                er[c] = e
+        s1 += bs
+        n += bn
+    return s1, n
+
+
+@_row
+def dense_sums(xr, yr, cw, m, a, b, er):
+    """(s1, n, S, D) of a row with dense labels, in one pass: ``sum_exp``'s (s1, n), the
+    exponentials into er (always: a second flag in this loop stops LLVM vectorising it), and
+    S = sum wy, D = sum_{wy != 0} wy (m - x), wy = (a y + b) cw."""
+    one = cvt(1.0, m)
+    zero = cvt(0.0, m)
+    C = xr.shape[0]
     s1 = 0.0
     n = 0.0
     S = 0.0
     D = 0.0
-    n_full = C - C % _BLOCK
-    for c0 in range(0, n_full, _BLOCK):
-        bs, bn, bS, bD = _sums_block(x, i, c0, c0 + _BLOCK, m, E, store, cap, inv_cap, capped,
-                                     y, yr, cw, a, b, dense, smooth, rowbuf)
+    use_cw = cw.shape[0] > 0
+    for c0 in range(0, C, _BLOCK):
+        bs = zero
+        bn = zero
+        bS = zero
+        bD = zero
+        for c in range(c0, min(C, c0 + _BLOCK)):
+            xc = xr[c]
+            d = m - xc
+            e = exp_neg(-d)
+            f = cvt(xc == m, m)
+            bs += e * (one - f)
+            bn += f
+            er[c] = e
+            wy = a * yr[c] + b
+            if use_cw:
+                wy = wy * cw[c]
+            bS += wy
+            # select the factor, not the product: LLVM vectorises this form
+            bD += wy * (d if wy != 0 else zero)
         s1 += bs
         n += bn
         S += bS
         D += bD
-    bs, bn, bS, bD = _sums_block(x, i, n_full, C, m, E, store, cap, inv_cap, capped, y, yr,
-                                 cw, a, b, dense, smooth, rowbuf)
-    return s1 + bs, n + bn, S + bS, D + bD
+    return s1, n, S, D
 
+
+@_row
+def label_mass(yr, cw, a, b):
+    """S = sum (a y + b) cw of a dense label row."""
+    S = 0.0
+    use_cw = cw.shape[0] > 0
+    for c0 in range(0, yr.shape[0], _BLOCK):
+        bS = cvt(0.0, a)
+        for c in range(c0, min(yr.shape[0], c0 + _BLOCK)):
+            wy = a * yr[c] + b
+            bS += wy * cw[c] if use_cw else wy
+        S += bS
+    return S
+
+
+@_row
+def smooth_d(xr, cw, m):
+    """sum_{w != 0} w (m - x), w = cw or 1 (integer labels with smoothing)."""
+    C = xr.shape[0]
+    D = 0.0
+    use_cw = cw.shape[0] > 0
+    for c0 in range(0, C, _BLOCK):
+        bD = cvt(0.0, m)
+        for c in range(c0, min(C, c0 + _BLOCK)):
+            if use_cw:
+                w = cw[c]
+                bD += w * (m - xr[c]) if w != 0 else cvt(0.0, m)
+            else:
+                bD += m - xr[c]
+        D += bD
+    return D
+
+
+@_row
+def grad_pass(g, E, yr, cw, k, sa, sb, dense):
+    """g = k E - wy, wy = (sa y + sb) cw (dense) or sb cw (integer); E may be g."""
+    C = g.shape[0]
+    use_cw = cw.shape[0] > 0
+    if dense:
+        if use_cw:
+            for c in range(C):
+                g[c] = k * E[c] - (sa * yr[c] + sb) * cw[c]
+        else:
+            for c in range(C):
+                g[c] = k * E[c] - (sa * yr[c] + sb)
+    elif use_cw and sb != 0:
+        for c in range(C):
+            g[c] = k * E[c] - sb * cw[c]
+    else:
+        for c in range(C):
+            g[c] = k * E[c] - sb
+
+
+@_row
+def cap_chain(g, xcap, inv_cap):
+    """g *= 1 - tanh(x / cap)^2, from the capped row (cap tanh(x / cap))."""
+    one = cvt(1.0, inv_cap)
+    for c in range(g.shape[0]):
+        th = xcap[c] * inv_cap
+        g[c] = g[c] * (one - th * th)
+
+
+@_row
+def fill(g, value):
+    for c in range(g.shape[0]):
+        g[c] = value
+
+
+# ------------------------------------------------------------------------- row scalars
 
 @_exact
 def log_s(s1, cnt):
     """log of cnt + s1 without cancellation in a confident row (s1 < eps)."""
-    return math.log1p(s1 + (cnt - 1.0)) if cnt >= 1.0 else math.log(s1)
+    return log1p_t(s1 + (cnt - 1.0)) if cnt >= 1.0 else log_t(s1)
 
 
 @_exact
@@ -141,20 +264,12 @@ def row_loss(Sm, logs, Dm, z, lse):
 
 
 @_row
-def row_lse(x, i, C, scratch, y, cw):
-    """logsumexp of row i (y and cw only lend their types: one compilation of row_sums)."""
-    m = row_max(x, i, C)
+def row_lse(xr):
+    m = row_max(xr)
     if m == -_INF:
         m = cvt(0.0, m)
-    s1, cnt, _, _ = row_sums(x, i, C, m, scratch, False, 0, m, m, False, y, 0, cw, m, m,
-                             False, False)
-    return m + log_s(s1, cnt)
-
-
-@_row
-def zero_row(g, i):
-    for c in range(g.shape[1]):
-        g[i, c] = 0
+    s1, n = sum_exp(xr, m, writable(xr), False)
+    return m + log_s(s1, n)
 
 
 # ------------------------------------------------------------------------- softmax
@@ -165,10 +280,11 @@ def softmax_row(A, S, i, scratch, cnt):
     (has_ignore, ignore_index, eps, epsc, z, softcap, gscale, sum_cw, want_total, shard,
      check, prob_tol, label_tol, mode, inplace) = S
     C = x.shape[1]
+    xi = writable(x[i])
     dense = y.shape[0] > 0
-    yr = 0 if y.shape[0] == 1 else i
+    yr = writable(y[i if y.shape[0] > 1 else 0]) if dense else xi
     rw = rs[i, 0] if rs.shape[0] > 0 else 1.0
-    sc = cvt(gscale * rw, x[0, 0])
+    sc = cvt(gscale * rw, xi[0])
     a = cvt(1.0 - eps, sc)
     bsm = cvt(epsc, sc)
     capped = softcap != 0.0
@@ -186,172 +302,125 @@ def softmax_row(A, S, i, scratch, cnt):
             cnt[0] += 1
         if ign or (not valid and not shard):
             if lse_out.shape[0] > 0:
-                lse_out[i] = row_lse(x, i, C, scratch, y, cw)
+                lse_out[i] = row_lse(xi)
             if loss.shape[0] > 0:
                 loss[i, 0] = 0
             if want_grad:
-                zero_row(grad, i)
+                fill(grad[i], cvt(0.0, sc))
             return 0.0
         if valid:
             ti = tr
             at = (1.0 - eps) * (cw[ti] if cw.shape[0] > 0 else 1.0)
+    # the row the sums read: x, or its capped copy in the second scratch row
+    xr = xi
+    if capped:
+        xr = scratch[1]
+        cap_row(xi, xr, cap, inv_cap)
     if lse_in.shape[0] > 0:
-        _softmax_row_lse(x, y, yr, cw, lse_in, coef_in, grad, i, ti, at, sc, a, bsm, z,
-                         sum_cw, dense, cap, inv_cap, capped, scratch)
+        _softmax_row_lse(xr, yr, cw, lse_in[i], coef_in, grad[i], i, ti, at, sc, a, bsm, z,
+                         sum_cw, dense, inv_cap, capped)
         return 0.0
-    smooth = (not dense) and eps != 0.0 and want_loss
-    xt = x[i, ti] if ti >= 0 else x[i, 0]
-    m = row_max(x, i, C)
-    if check != 0:
-        xmin = x[i, 0]
-        xsum = 0.0
-        for c in range(C):
-            xmin = min(xmin, x[i, c])
-            xsum += x[i, c]
+    m = row_max(xr)
     if m == -_INF:
         m = cvt(0.0, m)
-    if capped:
-        m = capv(m, cap, inv_cap)
-    # the exponentials: into the gradient, or the scratch row when the gradient is the
-    # logits themselves (the dominant class is found from x afterwards) or softcapped
-    use_scratch = inplace or capped
-    store = want_grad
-    s1, n, Ssum, Dsum = row_sums(x, i, C, m, scratch if use_scratch else grad, store,
-                                 0 if use_scratch else i, cap, inv_cap, capped, y, yr, cw, a,
-                                 bsm, dense, smooth)
+    # the exponentials: into the scratch row (in cache), whether or not the gradient is x:
+    # the same code, so the same bits, in place or not
+    er = scratch[0]
+    if dense:
+        s1, n, Sm, Dm = dense_sums(xr, yr, cw, m, a, bsm, er)
+    else:
+        s1, n = sum_exp(xr, m, er, want_grad)
     s = n + s1
     logs = log_s(s1, n)
     lse = m + logs
     if lse_out.shape[0] > 0:
         lse_out[i] = lse
-    if dense:
-        Sm = Ssum
-        Dm = Dsum
-    else:
-        xtc = capv(xt, cap, inv_cap) if capped else xt
+    if not dense:
         Sm = at + epsc * sum_cw
-        Dm = (at * (m - xtc) if at != 0.0 else 0.0) + (epsc * Dsum if smooth else 0.0)
+        Dm = at * (m - xr[ti]) if at != 0.0 else 0.0
+        if eps != 0.0 and want_loss:
+            Dm += epsc * smooth_d(xr, cw, m)
     lval = 0.0
     if want_loss:
         lval = row_loss(Sm, logs, Dm, z, lse)
         if loss.shape[0] > 0:
             loss[i, 0] = lval
     if check != 0:
-        _check_row(check, prob_tol, label_tol, cnt, i, xmin, m, xsum, x, y, yr, dense, ti,
-                   Dm, C)
+        _check_row(check, prob_tol, label_tol, cnt, i, xi, yr, dense and (y.shape[0] > 1 or i == 0),
+                   ti, Dm)
     if not want_grad:
         return lval * rw
     coef = Sm + 2.0 * z * lse if z != 0.0 else Sm
-    # the dominant class, found while x is intact (its exponentials went to the scratch row,
-    # or to a gradient that is not x)
-    am = -1
-    if coef != 0.0 and n == 1.0:
-        for c in range(C):
-            xc = capv(x[i, c], cap, inv_cap) if capped else x[i, c]
-            if xc == m:
-                am = c
-                break
-    if capped:  # the raw row, for the softcap's chain rule once x may be overwritten
-        for c in range(C):
-            scratch[1, c] = x[i, c]
+    am = first_index(xr, m) if coef != 0.0 and n == 1.0 else -1   # the dominant class
+    gi = grad[i]
     sa = a * sc
     sb = bsm * sc
-    if coef == 0.0:
-        for c in range(C):
-            wy = sa * y[yr, c] + sb if dense else sb
-            grad[i, c] = -(wy * cw[c] if cw.shape[0] > 0 else wy)
+    if coef == 0.0:  # no (coef p) term: no 0 * inf from the exponentials
+        fill(er, cvt(0.0, sc))
+        grad_pass(gi, er, yr, cw, cvt(0.0, sc), sa, sb, dense)
     else:
-        k = cvt(coef / s * (gscale * rw), sc)
-        if use_scratch:
-            for c in range(C):
-                wy = sa * y[yr, c] + sb if dense else sb
-                if cw.shape[0] > 0:
-                    wy = wy * cw[c]
-                grad[i, c] = k * scratch[0, c] - wy
-        else:
-            for c in range(C):
-                wy = sa * y[yr, c] + sb if dense else sb
-                if cw.shape[0] > 0:
-                    wy = wy * cw[c]
-                grad[i, c] = k * grad[i, c] - wy
+        grad_pass(gi, er, yr, cw, cvt(coef / s * (gscale * rw), sc), sa, sb, dense)
     if ti >= 0:
-        grad[i, ti] -= cvt(at, sc) * sc
+        gi[ti] -= cvt(at, sc) * sc
     if am >= 0:
         # without cancellation: coef p_a - wy_a = (coef - wy_a) - coef s1 / s
-        wya = (a * y[yr, am] + bsm) if dense else bsm + (1.0 - eps if am == ti else 0.0)
+        wya = (a * yr[am] + bsm) if dense else bsm + (1.0 - eps if am == ti else 0.0)
         if cw.shape[0] > 0:
             wya = wya * cw[am]
-        grad[i, am] = dominant(coef, wya, s1, s) * (gscale * rw)
+        gi[am] = dominant(coef, wya, s1, s) * (gscale * rw)
     if capped:
-        for c in range(C):
-            th = capv(scratch[1, c], cap, inv_cap) * inv_cap
-            grad[i, c] = grad[i, c] * (cvt(1.0, th) - th * th)
+        cap_chain(gi, xr, inv_cap)
     return lval * rw
 
 
 @_row
-def _softmax_row_lse(x, y, yr, cw, lse_in, coef_in, grad, i, ti, at, sc, a, bsm, z, sum_cw,
-                     dense, cap, inv_cap, capped, scratch):
+def _softmax_row_lse(xr, yr, cw, lse, coef_in, g, i, ti, at, sc, a, bsm, z, sum_cw, dense,
+                     inv_cap, capped):
     """Backward from a saved logsumexp: g = (coef exp(x - lse) - wy) sc; the target's term
-    from expm1 (exact where p_t is close to 1)."""
-    C = x.shape[1]
-    lse = lse_in[i]
+    from expm1 (exact where p_t is close to 1). xr: the (capped) row, which may be g."""
+    C = xr.shape[0]
     if coef_in.shape[0] > 0:
         coef = float(coef_in[i])
     else:
         if dense:
-            Sd = 0.0
-            for c in range(C):
-                w = a * y[yr, c] + bsm
-                Sd += w * cw[c] if cw.shape[0] > 0 else w
+            Sd = label_mass(yr, cw, a, bsm)
         else:
             Sd = at + bsm * sum_cw
         coef = Sd + 2.0 * z * lse if z != 0.0 else Sd
-    xt = x[i, ti] if ti >= 0 else x[i, 0]
-    if capped:
-        xt = capv(xt, cap, inv_cap)
-    k = cvt(coef, sc) * sc
+    xt = float(xr[ti]) if ti >= 0 else 0.0
     sa = a * sc
     sb = bsm * sc
-    for c in range(C):
-        xc = x[i, c]
-        if capped:
-            scratch[1, c] = xc
-            xc = capv(xc, cap, inv_cap)
-        wy = sa * y[yr, c] + sb if dense else sb
-        if cw.shape[0] > 0:
-            wy = wy * cw[c]
-        pe = k * exp_neg(xc - lse) if coef != 0.0 else cvt(0.0, sc)
-        grad[i, c] = pe - wy
+    if coef == 0.0:
+        fill(g, cvt(0.0, sc))
+        grad_pass(g, g, yr, cw, cvt(0.0, sc), sa, sb, dense)
+    else:
+        k = cvt(coef, sc) * sc
+        for c in range(C):
+            g[c] = exp_neg(xr[c] - lse)
+        grad_pass(g, g, yr, cw, k, sa, sb, dense)
     if ti >= 0:
         wyt = at + bsm * (cw[ti] if cw.shape[0] > 0 else 1.0)
-        grad[i, ti] = target_from_lse(coef, float(xt), float(lse), wyt) * sc
+        g[ti] = target_from_lse(coef, xt, float(lse), wyt) * sc
     if capped:
-        for c in range(C):
-            th = capv(scratch[1, c], cap, inv_cap) * inv_cap
-            grad[i, c] = grad[i, c] * (cvt(1.0, th) - th * th)
+        cap_chain(g, xr, inv_cap)
 
 
 @_row
-def _check_row(check, prob_tol, label_tol, cnt, i, xmin, xmax, xsum, x, y, yr, dense, ti, Dm,
-               C):
-    xmx = row_max(x, i, C)
+def _check_row(check, prob_tol, label_tol, cnt, i, xi, yr, labels, ti, Dm):
+    """The diagnostics of one row (``labels``: check this row's dense labels)."""
+    xmx = row_max(xi)
+    xmin, xsum = row_stats(xi)
     if (check & 1) and xmin >= 0 and xmx <= 1 and abs(xsum - 1.0) <= prob_tol:
         count(cnt, _PROB, i)
     if check & 2:
         bad = xsum != xsum or not (xmx < _INF) or Dm == _INF
-        if not dense and ti >= 0 and x[i, ti] == -_INF:
+        if ti >= 0 and xi[ti] == -_INF:
             bad = True
         if bad:
             count(cnt, _NONFIN, i)
-    if (check & 4) and dense and (y.shape[0] > 1 or i == 0):
-        ymin = y[yr, 0]
-        ymax = y[yr, 0]
-        ysum = 0.0
-        for c in range(C):
-            ymin = min(ymin, y[yr, c])
-            ymax = max(ymax, y[yr, c])
-            ysum += y[yr, c]
+    if (check & 4) and labels:
+        ymax = row_max(yr)
+        ymin, ysum = row_stats(yr)
         if ysum != ysum:
             count(cnt, _NANLAB, i)
         else:
@@ -361,8 +430,6 @@ def _check_row(check, prob_tol, label_tol, cnt, i, xmin, xmax, xsum, x, y, yr, d
                 count(cnt, _BIGLAB, i)
             if abs(ysum - 1.0) > label_tol:
                 count(cnt, _SUMLAB, i)
-
-
 # ------------------------------------------------------------------------- hessp
 
 @_row
@@ -372,14 +439,13 @@ def hessp_row(A, S, i, scratch, cnt):
     (has_ignore, ignore_index, eps, epsc, z, softcap, gscale, sum_cw, want_total, shard,
      check, prob_tol, label_tol, mode, inplace) = S
     C = x.shape[1]
-    dense = y.shape[0] > 0
-    yr = 0 if y.shape[0] == 1 else i
+    xi = writable(x[i])
+    vi = writable(v[i])
+    gi = grad[i]
     sc = gscale * (rs[i, 0] if rs.shape[0] > 0 else 1.0)
-    if dense:
-        Sm = 0.0
-        for c in range(C):
-            w = (1.0 - eps) * y[yr, c] + epsc
-            Sm += w * cw[c] if cw.shape[0] > 0 else w
+    if y.shape[0] > 0:
+        Sm = label_mass(writable(y[i if y.shape[0] > 1 else 0]), cw, cvt(1.0 - eps, xi[0]),
+                        cvt(epsc, xi[0]))
     else:
         tr = t[i]
         ign = has_ignore and tr == ignore_index
@@ -387,27 +453,33 @@ def hessp_row(A, S, i, scratch, cnt):
         if not valid and not ign:
             cnt[0] += 1
         if ign or not valid:
-            zero_row(grad, i)
+            fill(gi, cvt(0.0, xi[0]))
             return 0.0
         Sm = (1.0 - eps) * (cw[tr] if cw.shape[0] > 0 else 1.0) + epsc * sum_cw
-    m = row_max(x, i, C)
+    m = row_max(xi)
     if m == -_INF:
         m = cvt(0.0, m)
+    e = scratch[0]
     s = 0.0
     ev = 0.0
-    for c in range(C):
-        e = exp_neg(x[i, c] - m)
-        s += e
-        ev += e * v[i, c]
-        scratch[0, c] = e
+    for c0 in range(0, C, _BLOCK):
+        bs = cvt(0.0, m)
+        bv = cvt(0.0, m)
+        for c in range(c0, min(C, c0 + _BLOCK)):
+            ec = exp_neg(xi[c] - m)
+            bs += ec
+            bv += ec * vi[c]
+            e[c] = ec
+        s += bs
+        ev += bv
     lse = m + math.log(s)
     inv = cvt(1.0 / s, m)
     pv = cvt(ev / s, m)
     coef = cvt((Sm + 2.0 * z * lse if z != 0.0 else Sm) * sc, m)
     zp = cvt(2.0 * z * (ev / s) * sc, m)
     for c in range(C):
-        pc = scratch[0, c] * inv
-        grad[i, c] = coef * (pc * v[i, c] - pc * pv) + zp * pc
+        pc = e[c] * inv
+        gi[c] = coef * (pc * vi[c] - pc * pv) + zp * pc
     return 0.0
 
 
@@ -417,77 +489,120 @@ def hessp_row(A, S, i, scratch, cnt):
 def label_grad_row(A, S, i, scratch, cnt):
     """d loss / d y = (1 - eps) cw (lse - x) sc (softcapped: of the capped logits)."""
     x, y, t, cw, rs, lse_in, coef_in, v, loss, grad, lse_out = A
-    (has_ignore, ignore_index, eps, epsc, z, softcap, gscale, sum_cw, want_total, shard,
-     check, prob_tol, label_tol, mode, inplace) = S
-    C = x.shape[1]
-    k = cvt((1.0 - eps) * gscale * (rs[i, 0] if rs.shape[0] > 0 else 1.0), x[0, 0])
-    if lse_in.shape[0] > 0:
-        lse = lse_in[i]
+    eps = S[2]
+    gscale = S[6]
+    xi = writable(x[i])
+    gi = grad[i]
+    k = cvt((1.0 - eps) * gscale * (rs[i, 0] if rs.shape[0] > 0 else 1.0), xi[0])
+    lse = lse_in[i] if lse_in.shape[0] > 0 else cvt(row_lse(xi), k)
+    if cw.shape[0] > 0:
+        for c in range(x.shape[1]):
+            gi[c] = ((lse - xi[c]) * cw[c]) * k
     else:
-        lse = cvt(row_lse(x, i, C, scratch, y, cw), k)
-    for c in range(C):
-        w = cw[c] if cw.shape[0] > 0 else cvt(1.0, k)
-        grad[i, c] = ((lse - x[i, c]) * w) * k
+        for c in range(x.shape[1]):
+            gi[c] = (lse - xi[c]) * k
     return 0.0
 
 
 # ------------------------------------------------------------------------- sigmoid
 
 @_row
+def sigmoid_terms(xc, yc, ome, eh, pwc):
+    """(a, b, e) of one element: a = 1 - y', b = q y', e = exp(-|x|)."""
+    yy = ome * yc + eh
+    ax = -xc if xc < 0 else xc
+    ax = xc if xc != xc else ax
+    return cvt(1.0, yy) - yy, yy * pwc, exp_neg(-ax)
+
+
+@_row
+def sigmoid_loss(xc, av, bv, e):
+    lg = log1p_t(e)
+    zero = cvt(0.0, xc)
+    spp = (xc if xc > 0 else zero) + lg
+    spn = (-xc if xc < 0 else zero) + lg
+    return (av * spp if av != 0 else zero) + (bv * spn if bv != 0 else zero)
+
+
+@_row
+def sigmoid_grad(xc, av, bv, e):
+    rr = cvt(1.0, e) / (cvt(1.0, e) + e)
+    sp = rr if xc >= 0 else e * rr
+    sn = e * rr if xc >= 0 else rr
+    return av * sp - bv * sn
+
+
+@_row
+def sigmoid_loss_pass(xi, yi, pw, rsr, ome, eh, l2, use_pw, elem, store):
+    """(sum of losses, sum of losses times element weights) of a row; losses into l2."""
+    C = xi.shape[0]
+    one = cvt(1.0, ome)
+    acc = 0.0
+    wacc = 0.0
+    for c0 in range(0, C, _BLOCK):
+        bl = cvt(0.0, ome)
+        bw = cvt(0.0, ome)
+        for c in range(c0, min(C, c0 + _BLOCK)):
+            av, bv, e = sigmoid_terms(xi[c], yi[c], ome, eh, pw[c] if use_pw else one)
+            val = sigmoid_loss(xi[c], av, bv, e)
+            if store:
+                l2[c] = val
+            bl += val
+            if elem:
+                bw += val * rsr[c]
+        acc += bl
+        wacc += bw
+    return acc, wacc
+
+
+@_row
+def sigmoid_grad_pass(xi, yi, pw, rsr, ome, eh, gi, sc0, use_pw, elem):
+    one = cvt(1.0, ome)
+    for c in range(xi.shape[0]):
+        av, bv, e = sigmoid_terms(xi[c], yi[c], ome, eh, pw[c] if use_pw else one)
+        gi[c] = sigmoid_grad(xi[c], av, bv, e) * (sc0 * rsr[c] if elem else sc0)
+
+
+@_row
 def sigmoid_row(A, S, i, scratch, cnt):
     """loss = a sp(x) + b sp(-x), a = 1 - y', b = q y', y' = (1 - eps) y + eps / 2;
-    grad = (a sigma(x) - b sigma(-x)) sc, all from e = exp(-|x|)."""
+    grad = (a sigma(x) - b sigma(-x)) sc, all from e = exp(-|x|). Terms with a zero
+    coefficient are skipped: x = -inf with y = 0 gives exactly 0."""
     x, y, t, cw, rs, lse_in, coef_in, v, loss, grad, lse_out = A
-    (has_ignore, ignore_index, eps, epsc, z, softcap, gscale, sum_cw, want_total, shard,
-     check, prob_tol, label_tol, mode, inplace) = S
-    C = x.shape[1]
-    ome = cvt(1.0 - eps, x[0, 0])
-    eh = cvt(eps / 2.0, x[0, 0])
-    one = cvt(1.0, ome)
-    zero = cvt(0.0, ome)
+    eps = S[2]
+    gscale = S[6]
+    want_total = S[8]
+    check = S[10]
+    xi = writable(x[i])
+    yi = writable(y[i])
+    ome = cvt(1.0 - eps, xi[0])
+    eh = cvt(eps / 2.0, xi[0])
     elem = rs.shape[0] > 0 and rs.shape[1] > 1
+    rsr = writable(rs[i]) if elem else xi
     rw = rs[i, 0] if (rs.shape[0] > 0 and not elem) else 1.0
     sc0 = cvt(gscale * rw, ome)
-    want_l = loss.shape[0] > 0 or want_total or check != 0
-    want_g = grad.shape[0] > 0
+    use_pw = cw.shape[0] > 0
     loss2d = loss.shape[0] > 0 and loss.shape[1] > 1
     rowsum = 0.0
     weighted = 0.0
-    unit = 0
-    bad = False
-    for c in range(C):
-        xc = x[i, c]
-        yy = ome * y[i, c] + eh
-        av = one - yy
-        bv = yy * cw[c] if cw.shape[0] > 0 else yy
-        ax = -xc if xc < 0 else xc
-        if xc != xc:
-            ax = xc
-        e = exp_neg(-ax)
-        sc = sc0 * rs[i, c] if elem else sc0
-        if want_l:
-            lg = log1p_t(e)
-            spp = (xc if xc > 0 else zero) + lg
-            spn = (-xc if xc < 0 else zero) + lg
-            val = (av * spp if av != 0 else zero) + (bv * spn if bv != 0 else zero)
-            if loss2d:
-                loss[i, c] = val
-            rowsum += val
-            if elem:
-                weighted += val * rs[i, c]
-            if check != 0:
-                if 0 <= xc <= 1:
-                    unit += 1
-                if val - val != 0:
-                    bad = True
-        if want_g:
-            rr = one / (one + e)
-            sp = rr if xc >= 0 else e * rr
-            sn = e * rr if xc >= 0 else rr
-            grad[i, c] = (av * sp - bv * sn) * sc
-    if loss.shape[0] > 0 and not loss2d:
-        loss[i, 0] = rowsum
+    if loss.shape[0] > 0 or want_total or check != 0:
+        rowsum, weighted = sigmoid_loss_pass(xi, yi, cw, rsr, ome, eh,
+                                             loss[i] if loss2d else scratch[0], use_pw,
+                                             elem, loss2d)
+        if loss.shape[0] > 0 and not loss2d:
+            loss[i, 0] = rowsum
+    if grad.shape[0] > 0:
+        sigmoid_grad_pass(xi, yi, cw, rsr, ome, eh, grad[i], sc0, use_pw, elem)
     if check != 0:
+        unit = 0
+        bad = False
+        for c in range(x.shape[1]):
+            xc = xi[c]
+            if 0 <= xc <= 1:
+                unit += 1
+            if not (xc - xc == 0) and not (xc == -_INF and yi[c] == 0) and \
+                    not (xc == _INF and yi[c] == 1):
+                bad = True
         if unit > 0:
             if cnt[1 + _UNIT] == 0 or i < cnt[1 + _NDIAG + _UNIT]:
                 cnt[1 + _NDIAG + _UNIT] = i
@@ -501,25 +616,27 @@ def sigmoid_row(A, S, i, scratch, cnt):
 def sigmoid_label_grad_row(A, S, i, scratch, cnt):
     """d loss / d y = (1 - eps) (-x + (q - 1) sp(-x)) sc."""
     x, y, t, cw, rs, lse_in, coef_in, v, loss, grad, lse_out = A
-    (has_ignore, ignore_index, eps, epsc, z, softcap, gscale, sum_cw, want_total, shard,
-     check, prob_tol, label_tol, mode, inplace) = S
-    C = x.shape[1]
+    eps = S[2]
+    gscale = S[6]
+    xi = writable(x[i])
+    gi = grad[i]
     elem = rs.shape[0] > 0 and rs.shape[1] > 1
+    rsr = writable(rs[i]) if elem else xi
     rw = rs[i, 0] if (rs.shape[0] > 0 and not elem) else 1.0
-    sc0 = cvt((1.0 - eps) * gscale * rw, x[0, 0])
+    sc0 = cvt((1.0 - eps) * gscale * rw, xi[0])
     zero = cvt(0.0, sc0)
-    for c in range(C):
-        xc = x[i, c]
-        gv = -xc
-        if cw.shape[0] > 0:
+    if cw.shape[0] > 0:
+        for c in range(x.shape[1]):
+            xc = xi[c]
             qm1 = cw[c] - 1
-            if qm1 != 0:
-                ax = -xc if xc < 0 else xc
-                if xc != xc:
-                    ax = xc
-                spn = (-xc if xc < 0 else zero) + log1p_t(exp_neg(-ax))
-                gv = gv + qm1 * spn
-        grad[i, c] = gv * (sc0 * rs[i, c] if elem else sc0)
+            ax = -xc if xc < 0 else xc
+            ax = xc if xc != xc else ax
+            spn = (-xc if xc < 0 else zero) + log1p_t(exp_neg(-ax))
+            gv = -xc + qm1 * spn if qm1 != 0 else -xc
+            gi[c] = gv * (sc0 * rsr[c] if elem else sc0)
+    else:
+        for c in range(x.shape[1]):
+            gi[c] = -xi[c] * (sc0 * rsr[c] if elem else sc0)
     return 0.0
 
 
@@ -527,33 +644,29 @@ def sigmoid_label_grad_row(A, S, i, scratch, cnt):
 
 @_row
 def logsumexp_row(A, S, i, scratch, cnt):
-    x = A[0]
-    A[9][i, 0] = row_lse(x, i, x.shape[1], scratch, A[1], A[3])
+    A[9][i, 0] = row_lse(writable(A[0][i]))
     return 0.0
 
 
 @_row
 def softmax_util_row(A, S, i, scratch, cnt):
     """softmax (mode 0) or log_softmax (mode 1) of row i into grad (may be x)."""
-    x = A[0]
-    out = A[9]
-    mode = S[13]
-    C = x.shape[1]
-    m = row_max(x, i, C)
+    xi = writable(A[0][i])
+    out = A[9][i]
+    m = row_max(xi)
     if m == -_INF:
         m = cvt(0.0, m)
-    if mode == 0:
+    if S[13] == 0:
         # the exponentials go to the scratch row (out may be x: the sum loop must read only x,
         # so it vectorises the same way in place or not: the same bits)
-        s1, n, _, _ = row_sums(x, i, C, m, scratch, True, 0, m, m, False, A[1], 0, A[3], m, m,
-                               False, False)
+        e = scratch[0]
+        s1, n = sum_exp(xi, m, e, True)
         inv = cvt(1.0 / (n + s1), m)
-        for c in range(C):
-            out[i, c] = scratch[0, c] * inv
+        for c in range(xi.shape[0]):
+            out[c] = e[c] * inv
     else:
-        s1, n, _, _ = row_sums(x, i, C, m, out, False, i, m, m, False, A[1], 0, A[3], m, m,
-                               False, False)
+        s1, n = sum_exp(xi, m, scratch[0], False)
         logs = cvt(log_s(s1, n), m)
-        for c in range(C):
-            out[i, c] = (x[i, c] - m) - logs
+        for c in range(xi.shape[0]):
+            out[c] = (xi[c] - m) - logs
     return 0.0
