@@ -72,6 +72,22 @@ def test_float32_at_least_as_accurate_as_numpy_on_wide_rows(compiled):
     assert lse_errs["compiled"] <= lse_errs["numpy"] * 1.05, lse_errs
 
 
+def test_float32_sigmoid_at_least_as_accurate_as_numpy(compiled):
+    rng = np.random.default_rng(43)
+    x = (rng.standard_normal((64, 4096)) * 4).astype(np.float32)
+    y = rng.random((64, 4096)).astype(np.float32)
+    oracle = np.empty(x.shape)
+    ref.run(kernel_call(K.SIGMOID, x.astype(np.float64), y=y.astype(np.float64), loss=oracle), 1)
+    errs = {}
+    for name, module in (("numpy", ref), ("compiled", compiled)):
+        loss = np.empty(x.shape, np.float32)
+        module.run(kernel_call(K.SIGMOID, x, y=y, loss=loss), 2)
+        rel = np.abs(loss.astype(np.float64) - oracle) / np.abs(oracle)
+        errs[name] = (float(np.median(rel)), float(np.max(rel)))
+    assert errs["compiled"][0] <= errs["numpy"][0] * 1.05, errs
+    assert errs["compiled"][1] <= errs["numpy"][1] * 1.05, errs
+
+
 # ------------------------------------------------------------------- instruction tiers
 
 def test_every_tier_this_cpu_runs_agrees_with_the_reference():

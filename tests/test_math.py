@@ -1,7 +1,7 @@
 """The one exp and log of the compiled backends (``_backends/_mathdef.py``), tested once,
 parametrised by backend: float32 exp within 1 ulp on every 16th float32 bit pattern of
 x <= 0 with a normal result (67 million inputs) plus dense boundary ranges, float64 within 1
-ulp on 2 million samples, log/log1p within 1 ulp, special values, and the C header generated
+ulp on 2 million samples, log/log1p within 1 ulp (log1p on [0, 1] without division), special values, and the C header generated
 from the same constants."""
 
 import math
@@ -35,7 +35,8 @@ def _numba_fn(name):
     if name not in _NUMBA:
         from numba import njit
         from fastxent._backends import _numba_math as M
-        fn = {"exp": M.exp_neg, "expm1": M.expm1_neg, "log": M.log_t, "log1p": M.log1p_t}[name]
+        fn = {"exp": M.exp_neg, "expm1": M.expm1_neg, "log": M.log_t, "log1p": M.log1p_t,
+              "log1p_unit": M.log1p_unit}[name]
 
         @njit
         def apply(x):
@@ -117,6 +118,25 @@ def test_log_and_log1p(backend, dtype):
     special = log(np.array([0.0, np.inf, np.nan, -1.0], dtype))
     assert special[0] == -np.inf and special[1] == np.inf
     assert np.isnan(special[2]) and np.isnan(special[3])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p_on_the_unit_interval(backend, dtype):
+    """The softplus's log1p(exp(-|x|)): within 1.5 ulp over [0, 1] (as the general log1p;
+    the worst case just above the switch at sqrt(2) - 1, where ln 2 and log((1 + e) / 2)
+    cancel to half their size), exact at 0; NaN stays NaN."""
+    fn = _math(backend, "log1p_unit")
+    rng = np.random.default_rng(2)
+    knee = np.float64(np.sqrt(2.0) - 1.0)
+    e = np.concatenate([np.logspace(-40 if dtype == np.float64 else -30, 0, 20001),
+                        rng.random(2 * 10 ** 5), knee + np.linspace(-1e-6, 1e-6, 2001),
+                        [0.0, 0.5, 1.0]]).astype(dtype)
+    ulps = _ulps(fn(e), np.log1p(e.astype(np.longdouble)), dtype)
+    assert float(np.max(ulps)) <= 1.5
+    assert float(np.max(ulps[e < knee])) <= 1.0
+    special = fn(np.array([0.0, np.nan], dtype))
+    assert special[0] == 0 and np.isnan(special[1])
 
 
 def test_the_c_header_is_generated_from_the_shared_constants():

@@ -203,25 +203,52 @@ def _expm1_neg_ol(x):
 
 
 _P32 = tuple(_F(v) for v in LOGF["P"])
+assert len(_P32) == 9, "_log32_tail writes out a degree-8 polynomial"
 _LOGF_LO, _LOGF_HI = _F(EXPF["LN2_LO"]), _F(EXPF["LN2_HI"])
 _LG = LOG["LG"]
 _LOG_HI, _LOG_LO = LOG["LN2_HI"], LOG["LN2_LO"]
 _INF = math.inf
+_SQRT2M1 = 0.414213562373095049
+_SQRT2M1_32 = _F(_SQRT2M1)
+
+
+@njit(fastmath=EXACT_FLAGS, inline="never", **OPTS)
+def _log32_tail(x, k):
+    """y of log(2**k (1 + x)) = (x + y) + k LN2_HI, x in [sqrt(1/2) - 1, sqrt(2) - 1]:
+    Cephes' logf polynomial (the C kernels' fxe_logf_tail)."""
+    z = x * x
+    y = _P32[0]
+    y = y * x + _P32[1]       # written out: a loop over the tuple stops LLVM vectorising
+    y = y * x + _P32[2]
+    y = y * x + _P32[3]
+    y = y * x + _P32[4]
+    y = y * x + _P32[5]
+    y = y * x + _P32[6]
+    y = y * x + _P32[7]
+    y = y * x + _P32[8]
+    y = y * x * z
+    y = y + k * _LOGF_LO
+    return y - _F(0.5) * z
+
+
+@njit(fastmath=EXACT_FLAGS, inline="never", **OPTS)
+def _log64_tail(f, k):
+    """t of log(2**k (1 + f)) = k LN2_HI - (t - f): fdlibm's e_log.c (fxe_log_tail)."""
+    hfsq = 0.5 * f * f
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG[1] + w * (_LG[3] + w * _LG[5]))
+    t2 = z * (_LG[0] + w * (_LG[2] + w * (_LG[4] + w * _LG[6])))
+    R = t2 + t1
+    return hfsq - (s * (hfsq + R) + k * _LOG_LO)
 
 
 @njit(fastmath=EXACT_FLAGS, inline="never", **OPTS)
 def _log32(a):
-    """Cephes' logf polynomial (the C kernels' fxe_logf)."""
     k, m = _split_exponent(a)
     x = m - _ONE32
-    z = x * x
-    y = _P32[0]
-    for j in range(1, len(_P32)):
-        y = y * x + _P32[j]
-    y = y * x * z
-    y = y + k * _LOGF_LO
-    y = y - _F(0.5) * z
-    r = (x + y) + k * _LOGF_HI
+    r = (x + _log32_tail(x, k)) + k * _LOGF_HI
     if a == _F(0.0):
         r = -_F(_INF)
     if a == _F(_INF):
@@ -233,16 +260,9 @@ def _log32(a):
 
 @njit(fastmath=EXACT_FLAGS, inline="never", **OPTS)
 def _log64(a):
-    """fdlibm's e_log.c (the C kernels' fxe_log)."""
     k, m = _split_exponent(a)
     f = m - 1.0
-    hfsq = 0.5 * f * f
-    s = f / (2.0 + f)
-    z = s * s
-    w = z * z
-    t1 = w * (_LG[1] + w * (_LG[3] + w * _LG[5]))
-    t2 = z * (_LG[0] + w * (_LG[2] + w * (_LG[4] + w * _LG[6])))
-    r = k * _LOG_HI - ((hfsq - (s * (hfsq + t2 + t1) + k * _LOG_LO)) - f)
+    r = k * _LOG_HI - (_log64_tail(f, k) - f)
     if a == 0.0:
         r = -_INF
     if a == _INF:
@@ -260,6 +280,13 @@ def log_t(x):
 def log1p_t(x):
     """log1p(e) for e >= 0 in e's type: log(1 + e) minus the rounding error of 1 + e over
     1 + e (the C kernels' fxe_log1p)."""
+    raise NotImplementedError
+
+
+def log1p_unit(x):
+    """log1p(e) for e in [0, 1] (softplus(-|x|)), no division: 1 + e = 2**k (1 + x) with
+    k = [e > sqrt(2) - 1] and x = e or e / 2 - 1 / 2, both exact (the C kernels'
+    fxe_log1p_unit)."""
     raise NotImplementedError
 
 
@@ -281,4 +308,28 @@ def _log1p_t_ol(x):
         return x if u == cvt(1.0, x) else r
     if isinstance(x, types.Float):
         return impl
+    return None
+
+
+@overload(log1p_unit, inline="never")
+def _log1p_unit_ol(x):
+    # k LN2_HI + x carried with its rounding error (Fast2Sum), then the tail (fxe_log1p_unit)
+    if x == types.float32:
+        def f32(x):
+            hi = x > _SQRT2M1_32
+            u = _F(0.5) * x - _F(0.5) if hi else x
+            kh = _LOGF_HI if hi else _F(0.0)
+            s = kh + u
+            c = u - (s - kh)
+            return s + (c + _log32_tail(u, _ONE32 if hi else _F(0.0)))
+        return f32
+    if x == types.float64:
+        def f64(x):
+            hi = x > _SQRT2M1
+            f = 0.5 * x - 0.5 if hi else x
+            kh = _LOG_HI if hi else 0.0
+            s = kh + f
+            c = f - (s - kh)
+            return s + (c - _log64_tail(f, 1.0 if hi else 0.0))
+        return f64
     return None

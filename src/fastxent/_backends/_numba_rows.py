@@ -24,8 +24,8 @@ import math
 
 from numba import njit
 
-from ._numba_math import (EXACT_FLAGS, OPTS, cvt, exp_neg, expm1_neg, log1p_t, log_t, maxnum,
-                          writable)
+from ._numba_math import (EXACT_FLAGS, OPTS, cvt, exp_neg, expm1_neg, log1p_t, log1p_unit,
+                          log_t, maxnum, writable)
 
 _ROW_FLAGS = {"nsz", "arcp", "contract", "reassoc"}
 _BLOCK = 128
@@ -516,51 +516,56 @@ def sigmoid_terms(xc, yc, ome, eh, pwc):
 
 
 @_row
-def sigmoid_loss(xc, av, bv, e):
-    lg = log1p_t(e)
-    zero = cvt(0.0, xc)
-    spp = (xc if xc > 0 else zero) + lg
-    spn = (-xc if xc < 0 else zero) + lg
-    return (av * spp if av != 0 else zero) + (bv * spn if bv != 0 else zero)
-
-
-@_row
-def sigmoid_grad(xc, av, bv, e):
-    rr = cvt(1.0, e) / (cvt(1.0, e) + e)
-    sp = rr if xc >= 0 else e * rr
-    sn = e * rr if xc >= 0 else rr
-    return av * sp - bv * sn
-
-
-@_row
-def sigmoid_loss_pass(xi, yi, pw, rsr, ome, eh, l2, use_pw, elem, store):
-    """(sum of losses, sum of losses times element weights) of a row; losses into l2."""
+def sigmoid_loss_pass(xi, yi, pw, ome, eh, out):
+    """The losses a sp(x) + b sp(-x) of a row into out (always: a flag-free loop
+    vectorises), and their sum. pw: the positive weights (ones when absent, see numba_.py)."""
     C = xi.shape[0]
-    one = cvt(1.0, ome)
+    zero = cvt(0.0, ome)
     acc = 0.0
-    wacc = 0.0
     for c0 in range(0, C, _BLOCK):
-        bl = cvt(0.0, ome)
-        bw = cvt(0.0, ome)
+        bl = zero
         for c in range(c0, min(C, c0 + _BLOCK)):
-            av, bv, e = sigmoid_terms(xi[c], yi[c], ome, eh, pw[c] if use_pw else one)
-            val = sigmoid_loss(xi[c], av, bv, e)
-            if store:
-                l2[c] = val
+            xc = xi[c]
+            av, bv, e = sigmoid_terms(xc, yi[c], ome, eh, pw[c])
+            lg = log1p_unit(e)
+            spp = (xc if xc > 0 else zero) + lg
+            spn = (-xc if xc < 0 else zero) + lg
+            val = av * (spp if av != 0 else zero) + bv * (spn if bv != 0 else zero)
+            out[c] = val
             bl += val
-            if elem:
-                bw += val * rsr[c]
         acc += bl
-        wacc += bw
-    return acc, wacc
+    return acc
 
 
 @_row
-def sigmoid_grad_pass(xi, yi, pw, rsr, ome, eh, gi, sc0, use_pw, elem):
+def dot(a, b):
+    """sum a b of two rows (float64 across blocks)."""
+    acc = 0.0
+    for c0 in range(0, a.shape[0], _BLOCK):
+        blk = cvt(0.0, a[0])
+        for c in range(c0, min(a.shape[0], c0 + _BLOCK)):
+            blk += a[c] * b[c]
+        acc += blk
+    return acc
+
+
+@_row
+def sigmoid_grad_pass(xi, yi, pw, ome, eh, gi, sc0):
+    """g = (a sigma(x) - b sigma(-x)) sc0."""
     one = cvt(1.0, ome)
     for c in range(xi.shape[0]):
-        av, bv, e = sigmoid_terms(xi[c], yi[c], ome, eh, pw[c] if use_pw else one)
-        gi[c] = sigmoid_grad(xi[c], av, bv, e) * (sc0 * rsr[c] if elem else sc0)
+        xc = xi[c]
+        av, bv, e = sigmoid_terms(xc, yi[c], ome, eh, pw[c])
+        rr = one / (one + e)
+        sp = rr if xc >= 0 else e * rr
+        sn = e * rr if xc >= 0 else rr
+        gi[c] = (av * sp - bv * sn) * sc0
+
+
+@_row
+def scale_by(g, w):
+    for c in range(g.shape[0]):
+        g[c] = g[c] * w[c]
 
 
 @_row
@@ -578,21 +583,22 @@ def sigmoid_row(A, S, i, scratch, cnt):
     ome = cvt(1.0 - eps, xi[0])
     eh = cvt(eps / 2.0, xi[0])
     elem = rs.shape[0] > 0 and rs.shape[1] > 1
-    rsr = writable(rs[i]) if elem else xi
     rw = rs[i, 0] if (rs.shape[0] > 0 and not elem) else 1.0
-    sc0 = cvt(gscale * rw, ome)
-    use_pw = cw.shape[0] > 0
     loss2d = loss.shape[0] > 0 and loss.shape[1] > 1
     rowsum = 0.0
     weighted = 0.0
     if loss.shape[0] > 0 or want_total or check != 0:
-        rowsum, weighted = sigmoid_loss_pass(xi, yi, cw, rsr, ome, eh,
-                                             loss[i] if loss2d else scratch[0], use_pw,
-                                             elem, loss2d)
+        out = loss[i] if loss2d else scratch[0]
+        rowsum = sigmoid_loss_pass(xi, yi, cw, ome, eh, out)
+        if elem:
+            weighted = dot(out, writable(rs[i]))
         if loss.shape[0] > 0 and not loss2d:
             loss[i, 0] = rowsum
     if grad.shape[0] > 0:
-        sigmoid_grad_pass(xi, yi, cw, rsr, ome, eh, grad[i], sc0, use_pw, elem)
+        gi = grad[i]
+        sigmoid_grad_pass(xi, yi, cw, ome, eh, gi, cvt(gscale * rw, ome))
+        if elem:
+            scale_by(gi, writable(rs[i]))
     if check != 0:
         unit = 0
         bad = False
@@ -631,7 +637,7 @@ def sigmoid_label_grad_row(A, S, i, scratch, cnt):
             qm1 = cw[c] - 1
             ax = -xc if xc < 0 else xc
             ax = xc if xc != xc else ax
-            spn = (-xc if xc < 0 else zero) + log1p_t(exp_neg(-ax))
+            spn = (-xc if xc < 0 else zero) + log1p_unit(exp_neg(-ax))
             gv = -xc + qm1 * spn if qm1 != 0 else -xc
             gi[c] = gv * (sc0 * rsr[c] if elem else sc0)
     else:

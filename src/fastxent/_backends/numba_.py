@@ -121,10 +121,15 @@ def run(call, n_threads):
     family = call.family
     if family == LOGSUMEXP:
         grad = grad.reshape(-1, 1)
+    cw = call.cw
+    if cw is None:
+        # the sigmoid loops multiply by the positive weights unconditionally (a test of
+        # whether they exist, in a loop that also masks NaN, stops LLVM vectorising it)
+        cw = np.ones(C, dt) if family == SIGMOID else f1
     A = (x,
          call.y if call.y is not None else f2,
          call.t if call.t is not None else _absent(np.dtype(np.intp), 1),
-         call.cw if call.cw is not None else f1,
+         cw,
          _col(call.rs, dt),
          call.lse_in if call.lse_in is not None else f1,
          call.coef_in if call.coef_in is not None else f1,

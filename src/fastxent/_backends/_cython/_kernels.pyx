@@ -67,6 +67,8 @@ cdef extern from "fxe_kernels.h" nogil:
     double fxe_log(double x)
     float fxe_log1pf(float x)
     double fxe_log1p(double x)
+    float fxe_log1pf_unit(float x)
+    double fxe_log1p_unit(double x)
     float fxe_expm1f_neg(float x)
     double fxe_expm1_neg(double x)
     const char *FXE_BUILD_FLAGS
@@ -230,7 +232,7 @@ cdef object _status(fxe_counts *cn, double total, int check):
 
 # ------------------------------------------------------------------ build / test hooks
 
-_MATH = {"exp": 0, "exp_full": 1, "expm1": 2, "log": 3, "log1p": 4}
+_MATH = {"exp": 0, "exp_full": 1, "expm1": 2, "log": 3, "log1p": 4, "log1p_unit": 5}
 
 
 def _math(str name, cnp.ndarray x):
@@ -246,13 +248,13 @@ def _math(str name, cnp.ndarray x):
         for i in range(n):
             f[i] = (fxe_expf_neg(f[i]) if k == 0 else fxe_expf(f[i]) if k == 1 else
                     fxe_expm1f_neg(f[i]) if k == 2 else fxe_logf(f[i]) if k == 3 else
-                    fxe_log1pf(f[i]))
+                    fxe_log1pf(f[i]) if k == 4 else fxe_log1pf_unit(f[i]))
     else:
         d = <double *>cnp.PyArray_DATA(out)
         for i in range(n):
             d[i] = (fxe_exp_neg(d[i]) if k == 0 else fxe_exp(d[i]) if k == 1 else
                     fxe_expm1_neg(d[i]) if k == 2 else fxe_log(d[i]) if k == 3 else
-                    fxe_log1p(d[i]))
+                    fxe_log1p(d[i]) if k == 4 else fxe_log1p_unit(d[i]))
     return out
 
 

@@ -16,9 +16,11 @@ This file is the only place a tier or a dtype is listed.
 """
 
 DTYPES = (
-    # (C type, suffix, exp, full-range exp, expm1, log, log1p, SIMD lanes of a 64-byte vector)
-    ("float", "f32", "fxe_expf_neg", "fxe_expf", "fxe_expm1f_neg", "fxe_logf", "fxe_log1pf"),
-    ("double", "f64", "fxe_exp_neg", "fxe_exp", "fxe_expm1_neg", "fxe_log", "fxe_log1p"),
+    # (C type, suffix, exp, full-range exp, expm1, log, log1p, log1p on [0, 1])
+    ("float", "f32", "fxe_expf_neg", "fxe_expf", "fxe_expm1f_neg", "fxe_logf", "fxe_log1pf",
+     "fxe_log1pf_unit"),
+    ("double", "f64", "fxe_exp_neg", "fxe_exp", "fxe_expm1_neg", "fxe_log", "fxe_log1p",
+     "fxe_log1p_unit"),
 )
 
 TIERS = (
@@ -36,7 +38,7 @@ KERNELS = ("softmax_rows", "hessp_rows", "label_grad_rows", "sigmoid_rows",
 
 
 def _instance(tier, dtype):
-    ctype, sfx, exp, expfull, expm1, log, log1p = dtype
+    ctype, sfx, exp, expfull, expm1, log, log1p, log1pu = dtype
     name = f"{sfx}_{tier}"
     return f"""#define T {ctype}
 #define FN(n) FXE_CAT(n, {name})
@@ -45,6 +47,7 @@ def _instance(tier, dtype):
 #define EXPM1N {expm1}
 #define LOGT {log}
 #define LOG1PT {log1p}
+#define LOG1PU {log1pu}
 #include "fxe_rows.h"
 #undef T
 #undef FN
@@ -53,6 +56,7 @@ def _instance(tier, dtype):
 #undef EXPM1N
 #undef LOGT
 #undef LOG1PT
+#undef LOG1PU
 """
 
 

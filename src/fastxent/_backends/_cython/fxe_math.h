@@ -150,15 +150,10 @@ FXE_INLINE double fxe_expm1_neg(double x)
     return s * p + (s - 1.0);
 }
 
-/* log, float32 (Cephes logf polynomial, ~1 ulp) */
-FXE_INLINE float fxe_logf(float a)
+/* log(2^k (1 + x)) = (x + y) + k LN2_HI for x in [sqrt(1/2) - 1, sqrt(2) - 1], float32
+ * (Cephes' logf polynomial): y */
+FXE_INLINE float fxe_logf_tail(float x, float k)
 {
-    uint32_t u = fxe_f2u(a);
-    float e = (float)((int32_t)(u >> 23) - 126);
-    float m = fxe_u2f((u & 0x007fffffu) | 0x3f000000u);
-    int lo = m < 0.707106781186547524f;
-    e = lo ? e - 1.0f : e;
-    float x = lo ? (m + m) - 1.0f : m - 1.0f;
     float z = x * x;
     float y = FXE_LOGF_P0;
     y = y * x + FXE_LOGF_P1;
@@ -170,9 +165,20 @@ FXE_INLINE float fxe_logf(float a)
     y = y * x + FXE_LOGF_P7;
     y = y * x + FXE_LOGF_P8;
     y = y * x * z;
-    y = y + e * FXE_EXPF_LN2_LO;
-    y = y - 0.5f * z;
-    float r = (x + y) + e * FXE_EXPF_LN2_HI;
+    y = y + k * FXE_EXPF_LN2_LO;
+    return y - 0.5f * z;
+}
+
+/* log, float32 (~1 ulp) */
+FXE_INLINE float fxe_logf(float a)
+{
+    uint32_t u = fxe_f2u(a);
+    float e = (float)((int32_t)(u >> 23) - 126);
+    float m = fxe_u2f((u & 0x007fffffu) | 0x3f000000u);
+    int lo = m < 0.707106781186547524f;
+    e = lo ? e - 1.0f : e;
+    float x = lo ? (m + m) - 1.0f : m - 1.0f;
+    float r = (x + fxe_logf_tail(x, e)) + e * FXE_EXPF_LN2_HI;
     r = a == 0.0f ? -INFINITY : r;
     r = a == INFINITY ? INFINITY : r;
     r = a >= 0.0f ? r : NAN;     /* a < 0 or NaN: one comparison (a || of two stops gcc
@@ -180,7 +186,32 @@ FXE_INLINE float fxe_logf(float a)
     return r;
 }
 
-/* log, float64 (fdlibm e_log.c), < 1 ulp */
+/* log1p(e) for e in [0, 1] (softplus(-|x|) = log1p(exp(-|x|))), with no division and no
+ * bit manipulation: 1 + e = 2^k (1 + x), k = [e > sqrt(2) - 1], x = e or e / 2 - 1 / 2, both
+ * exact. k LN2_HI and x cancel partly: their sum is carried with its rounding error (Fast2Sum,
+ * |k LN2_HI| >= |x| when k = 1), then the small tail is added. NaN stays NaN. */
+FXE_INLINE float fxe_log1pf_unit(float e)
+{
+    const int hi = e > 0.414213562373095049f;
+    const float x = hi ? 0.5f * e - 0.5f : e, kh = hi ? FXE_EXPF_LN2_HI : 0.0f;
+    const float s = kh + x, c = x - (s - kh);
+    return s + (c + fxe_logf_tail(x, hi ? 1.0f : 0.0f));
+}
+
+/* log(2^k (1 + f)) = k LN2_HI - (t - f) for f in [sqrt(1/2) - 1, sqrt(2) - 1], float64
+ * (fdlibm's e_log.c): t */
+FXE_INLINE double fxe_log_tail(double f, double k)
+{
+    double hfsq = 0.5 * f * f;
+    double s = f / (2.0 + f);
+    double z = s * s, w = z * z;
+    double t1 = w * (FXE_LOG_LG1 + w * (FXE_LOG_LG3 + w * FXE_LOG_LG5));
+    double t2 = z * (FXE_LOG_LG0 + w * (FXE_LOG_LG2 + w * (FXE_LOG_LG4 + w * FXE_LOG_LG6)));
+    double R = t2 + t1;
+    return hfsq - (s * (hfsq + R) + k * FXE_LOG_LN2_LO);
+}
+
+/* log, float64, < 1 ulp */
 FXE_INLINE double fxe_log(double a)
 {
     uint64_t u = fxe_d2u(a);
@@ -188,17 +219,20 @@ FXE_INLINE double fxe_log(double a)
     double k = (double)(int32_t)((int64_t)(ux >> 52) - 1023);
     uint64_t um = (ux & 0x000fffffffffffffull) + 0x3fe6a09e00000000ull;
     double f = fxe_u2d(um) - 1.0;
-    double hfsq = 0.5 * f * f;
-    double s = f / (2.0 + f);
-    double z = s * s, w = z * z;
-    double t1 = w * (FXE_LOG_LG1 + w * (FXE_LOG_LG3 + w * FXE_LOG_LG5));
-    double t2 = z * (FXE_LOG_LG0 + w * (FXE_LOG_LG2 + w * (FXE_LOG_LG4 + w * FXE_LOG_LG6)));
-    double R = t2 + t1;
-    double r = k * FXE_LOG_LN2_HI - ((hfsq - (s * (hfsq + R) + k * FXE_LOG_LN2_LO)) - f);
+    double r = k * FXE_LOG_LN2_HI - (fxe_log_tail(f, k) - f);
     r = a == 0.0 ? -INFINITY : r;
     r = a == INFINITY ? INFINITY : r;
     r = a >= 0.0 ? r : NAN;      /* a < 0 or NaN */
     return r;
+}
+
+/* log1p(e) for e in [0, 1], float64 (as fxe_log1pf_unit) */
+FXE_INLINE double fxe_log1p_unit(double e)
+{
+    const int hi = e > 0.414213562373095049;
+    const double f = hi ? 0.5 * e - 0.5 : e, kh = hi ? FXE_LOG_LN2_HI : 0.0;
+    const double s = kh + f, c = f - (s - kh);
+    return s + (c - fxe_log_tail(f, hi ? 1.0 : 0.0));
 }
 
 /* log1p(e) for e >= 0 from log(1 + e) and the rounding error of 1 + e (exact: (1+e)-1-e

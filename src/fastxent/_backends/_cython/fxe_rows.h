@@ -1,8 +1,8 @@
 /* fxe_rows.h -- the row kernels, instantiated once per (dtype, instruction set) by the
  * generated fxe_variants.h (see _variants.py). No include guard on purpose. Defined before
  * inclusion: T (float or double), FN(name) (the suffixed name), and the maths of fxe_math.h
- * for T: EXP (kernel exp, x <= 0), EXPFULL, EXPM1N, LOGT, LOG1PT. Row scalars (log of a
- * row's sum, rescaling factors) are computed in double with libm.
+ * for T: EXP (kernel exp, x <= 0), EXPFULL, EXPM1N, LOGT, LOG1PT, LOG1PU (log1p on [0, 1]).
+ * Row scalars (log of a row's sum, rescaling factors) are computed in double with libm.
  *
  * Every kernel has the signature of fxe_kernel: rows [r0, r1), per-thread scratch, counters;
  * it returns the sum over its rows of rs_i * loss_i in double (0 when no loss is wanted).
@@ -863,7 +863,7 @@ FXE_INLINE void FN(sigmoid_row_)(const T *x, const T *y, const T *pw, const T *r
             T e = EXP(-ax);
             T sc = elem_rs ? sc0 * rsr[c] : sc0;
             if (want_l) {
-                T l = LOG1PT(e);
+                T l = LOG1PU(e);
                 T spp = (xc > 0 ? xc : (T)0) + l, spn = (xc < 0 ? -xc : (T)0) + l;
                 T v = (av != 0 ? av * spp : (T)0) + (bv != 0 ? bv * spn : (T)0);
                 lw[c - c0] = v;
@@ -946,7 +946,7 @@ static double FN(sigmoid_label_grad_rows)(const fxe_params *p, fxe_ssize r0, fxe
                 T xc = x[c], qm1 = pw[c] - 1;
                 T ax = xc < 0 ? -xc : xc;
                 ax = xc != xc ? xc : ax;
-                T spn = (xc < 0 ? -xc : (T)0) + LOG1PT(EXP(-ax));
+                T spn = (xc < 0 ? -xc : (T)0) + LOG1PU(EXP(-ax));
                 T gv = qm1 != 0 ? -xc + qm1 * spn : -xc;
                 o[c] = gv * (elem ? sc0 * RS[r * C + c] : sc0);
             }
