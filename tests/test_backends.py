@@ -266,3 +266,34 @@ def test_import_compiles_nothing_and_loads_no_backend():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------- contention
+
+def test_cython_contention_rule():
+    """A join that waits past 0.3 ms and two of the master's tasks means a team thread was
+    descheduled (the next calls then run on one thread); a wait of one long task is not."""
+    late = _need("cython")._ext._team_was_late
+    assert not late(20e-6, 1e-3, 10)        # an idle machine: the join waits microseconds
+    assert late(3e-3, 1e-3, 10)             # a time slice away
+    assert not late(3e-3, 20e-3, 5)         # 4 ms tasks (huge rows): one task's wait
+    assert not late(250e-6, 10e-6, 10)      # below the absolute threshold
+
+
+def test_numba_contention_rule():
+    _need("numba")
+    from fastxent._backends import _numba_loops as L
+    tick = 1_000_000                        # ticks per ms (any unit works)
+
+    def team(*workers):                     # (tasks, first start, last end) per worker
+        counts = np.zeros((len(workers), L.NCOUNT + 3), np.int64)
+        for w, row in enumerate(workers):
+            counts[w, L.NCOUNT:] = row
+        return counts
+    late = 0.3 * tick
+    balanced = team((8, 0, 4 * tick), (8, 0, 4 * tick + 20_000))
+    assert L.late_team(balanced, 16, late) == 0
+    assert L.late_team(team((16, 0, 8 * tick), (0, 0, 0)), 16, late) == 1   # never came
+    assert L.late_team(team((10, 0, 5 * tick), (6, 0, 9 * tick)), 16, late) == 1  # join waited
+    assert L.late_team(team((1, 0, 4 * tick), (1, 0, 6 * tick)), 2, late) == 0   # long tasks
+    assert L.late_team(team((8, 0, 4 * tick), (8, 0, 4 * tick)), 16, 0) == 0     # no clock

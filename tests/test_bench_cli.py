@@ -109,6 +109,7 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path, monkeypatch, capsys)
                                  ["--threads", "0"], ["--backends", "tensorflow"],
                                  ["--repeat", "0"], ["--budget", "0"],
                                  ["--threads", str(_threads.usable_cores() + 1)],
+                                 ["--busy", "-1"], ["--busy", str(_threads.usable_cores() + 1)],
                                  ["--json", "/nonexistent/dir/x.json"],
                                  ["--plot", "/nonexistent/dir/x.png"]])
 def test_bad_options_exit_2_before_measuring(bad, capsys):
@@ -116,6 +117,22 @@ def test_bad_options_exit_2_before_measuring(bad, capsys):
     captured = capsys.readouterr()
     assert "error" in captured.err
     assert "Verification" not in captured.out  # nothing was measured
+
+
+def test_busy_times_every_row_again_under_load(tmp_path, capsys):
+    status, result = _run(tmp_path, "--busy", "1", "--backends", "numpy")
+    assert status == 0 and result["meta"]["config"]["busy"] == 1
+    for row in result["rows"]:
+        assert row["time_busy_s"] > 0
+        assert row["busy_ratio"] == pytest.approx(row["time_busy_s"] / row["time_s"])
+    assert "busy " in capsys.readouterr().out
+
+
+def test_busy_cores_start_and_stop_their_processes():
+    with common.BusyCores(1) as busy:
+        (proc,) = busy.procs
+        assert proc.poll() is None          # running
+    assert proc.poll() is not None          # stopped
 
 
 def test_parse_shapes():

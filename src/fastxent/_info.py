@@ -19,6 +19,20 @@ def _cpu_flags():
     return []
 
 
+def isa():
+    """One line: the CPU's vector extensions and the code each compiled backend runs."""
+    flags = _cpu_flags()
+    parts = ["+".join(f for f in flags if f in ("avx2", "fma", "avx512f")) or
+             (flags[-1] if flags else platform.machine())]
+    for name, key in (("cython", "simd"), ("numba", "cpu_name")):
+        module = _registry.load(name)
+        if module is not None and hasattr(module, "build_info"):
+            value = module.build_info().get(key)
+            if value:
+                parts.append(f"{name}: {value}")
+    return "; ".join(parts)
+
+
 def config():
     """The configuration as a dict (what :func:`show_config` prints)."""
     import numpy as np
@@ -27,7 +41,8 @@ def config():
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "numpy": np.__version__,
-        "cpu": {"usable_cores": _threads.usable_cores(), "features": _cpu_flags()},
+        "cpu": {"usable_cores": _threads.usable_cores(), "features": _cpu_flags(),
+                "isa": isa()},
         "threads": {"default": _threads.get_num_threads(),
                     "FASTXENT_NUM_THREADS": os.environ.get(_threads.ENV_VAR)},
         "backend": {"requested": _config.current()[0][0] or "auto",

@@ -50,6 +50,33 @@ def cvt(typingctx, value, like):
 
 
 @intrinsic
+def ticks(typingctx):
+    """The CPU's cycle counter (llvm.readcyclecounter: the TSC on x86; 0 where the target
+    has none): the launch loops time their tasks with it."""
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def fetch_add(typingctx, arr, value):
+    """arr[0] += value atomically (an int64 array); returns the old value: the launch loops
+    hand out tasks with it."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        val = context.cast(builder, args[1], sig.args[1], types.int64)
+        return builder.atomic_rmw("add", ary.data, val, "monotonic")
+
+    return types.int64(arr, value), codegen
+
+
+@intrinsic
 def writable(typingctx, arr):
     """The same array typed as writable: a row kernel reads its logits through the same
     type whether the caller's array is read-only or not, and a variable may hold either the

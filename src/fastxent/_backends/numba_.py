@@ -18,10 +18,12 @@ install time), behind the same ``run(call, n_threads)``.
   once; concurrent callers queue). fastxent leaves Numba's threading layer as the user
   chose it (``NUMBA_THREADING_LAYER``); note that GNU OpenMP's layer aborts a child forked
   after a parallel call: set ``NUMBA_THREADING_LAYER=workqueue`` (or ``tbb``) when forking.
+  Contention: see ``_LATE_S`` below.
 """
 
 import os
 import threading
+import time
 
 import numpy as np
 
@@ -78,6 +80,33 @@ def why_unavailable():
 
 
 _LAUNCH_LOCK = threading.Lock()
+
+
+_LAUNCHED = []
+#: Contention (as in the C runner, ``_cython/fxe_runner.h``): when another process holds
+#: one of our cores, a team thread is descheduled for a time slice and the join waits for
+#: it. Tasks are handed out one at a time and timed; when the launch loop finds a thread
+#: was away (``_numba_gen``'s late_team: a join wait over _LATE_S), calls run on one thread
+#: for _SERIAL_S before trying the team again.
+_LATE_S = 300e-6
+_SERIAL_S = 0.1
+_serial_until = [0.0]
+_spells = [0]
+_late_ticks = [0]
+
+
+def _ticks_per_second():
+    t0, c0 = time.perf_counter(), _loops.now_ticks()
+    time.sleep(0.005)
+    t1, c1 = time.perf_counter(), _loops.now_ticks()
+    return (c1 - c0) / (t1 - t0)    # 0 where the target has no cycle counter
+
+
+def _start_threads():
+    """Start Numba's threading layer; calibrate the task clock."""
+    numba.get_num_threads()
+    _late_ticks[0] = int(_LATE_S * _ticks_per_second())
+    _LAUNCHED.append(True)
 
 
 def _new_lock_in_child():
@@ -152,8 +181,8 @@ def run(call, n_threads):
     if (family == SOFTMAX and call.y is None and call.t is None) or \
             (family == SIGMOID and call.y is None):
         raise ValueError("kernel contract violated: labels are absent")
-    cnt = np.zeros(17, np.int64)
-    cnt[9:] = -1
+    cnt = np.zeros(18, np.int64)
+    cnt[9:17] = -1
     if n == 0:
         return _status(cnt, 0.0, call.check)
     task = max(1, _TASK_ELEMS // max(C, 1))
@@ -162,10 +191,29 @@ def run(call, n_threads):
     if n_threads <= 0:
         total = ser(A, S, 0, n, task, scratch_rows, cnt)
     else:
+        ntasks = -(-n // task)
+        nt = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS, ntasks))
+        if nt > 1 and time.monotonic() < _serial_until[0]:
+            nt = 1
         with _LAUNCH_LOCK:
-            numba.set_num_threads(max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS)))
-            total = par(A, S, 0, n, task, scratch_rows, cnt)
+            if not _LAUNCHED:
+                _start_threads()
+            numba.set_num_threads(nt)
+            total = par(A, S, 0, n, task, scratch_rows, cnt, nt, _late_ticks[0])
+        if cnt[17]:
+            _serial_until[0] = time.monotonic() + _SERIAL_S
+            _spells[0] += 1
     return _status(cnt, total, call.check)
+
+
+def build_info():
+    """The CPU Numba compiles for and the contention spells so far (for show_config)."""
+    if _IMPORT_ERROR is not None:
+        return {"available": False, "reason": why_unavailable()}
+    from llvmlite import binding
+    return {"available": True,
+            "cpu_name": numba.config.CPU_NAME or binding.get_host_cpu_name(),
+            "one_thread_spells": _spells[0]}
 
 
 def _status(cnt, total, check):

@@ -52,6 +52,31 @@ def time_call(fn, repeat, budget, prepare=None):
     return statistics.median(samples), samples, number
 
 
+class BusyCores:
+    """A context in which ``n`` other processes keep a core busy each (a spinning Python
+    loop): the conditions of a machine shared with a browser, a data loader or a CI job."""
+
+    def __init__(self, n):
+        self.n = int(n)
+        self.procs = []
+
+    def __enter__(self):
+        import subprocess
+        import sys
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                      for _ in range(self.n)]
+        time.sleep(0.2 if self.n else 0.0)  # let the scheduler place them
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()
+        self.procs = []
+        return False
+
+
 def max_rel_err(got, ref):
     """``max|got - ref| / max(1, max|ref|)`` in float64 (0 for empty arrays)."""
     if got is None or ref is None or np.size(ref) == 0:

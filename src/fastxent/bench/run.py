@@ -30,8 +30,8 @@ import numpy as np
 from .. import _plan, _registry, _threads
 from .._version import __version__
 from . import stream as _stream
-from .common import (BYTES_MODEL, LABEL_KINDS, OPS, SEED, TOLERANCE, Cell, max_rel_err,
-                     time_call)
+from .common import (BYTES_MODEL, LABEL_KINDS, OPS, SEED, TOLERANCE, BusyCores, Cell,
+                     max_rel_err, time_call)
 
 DEFAULT_SHAPES = ((256, 10), (4096, 1000), (2048, 32768), (1_000_000, 3))
 DEFAULT_DTYPES = ("float32", "float64")
@@ -99,6 +99,9 @@ def add_arguments(parser):
     g("--check", choices=("off", "warn"), default="off",
       help="the diagnostics mode of the timed calls (default off; --check warn measures "
            "the cost of the value checks)")
+    g("--busy", type=int, default=0, metavar="K",
+      help="also time every row while K other processes keep a core busy each, and report "
+           "the ratio to the quiet time (the cost of a shared machine; default 0: off)")
     g("--quick", action="store_true", help="a small grid and short time budget")
     g("--repeat", type=int, default=None,
       help="timed samples per backend and cell (>= 1); the median is reported (default 7; "
@@ -116,7 +119,7 @@ class Config:
     """A resolved benchmark grid (what ``run`` runs); build with :func:`config_from_args`."""
 
     def __init__(self, shapes, dtypes, labels, ops, threads, backends, peers, repeat, budget,
-                 seed=SEED, progress=True, check="off"):
+                 seed=SEED, progress=True, check="off", busy=0):
         self.shapes = [tuple(s) for s in shapes]
         self.dtypes = list(dtypes)
         self.labels = list(labels)
@@ -129,6 +132,7 @@ class Config:
         self.seed = int(seed)
         self.progress = progress
         self.check = check
+        self.busy = int(busy)
 
     def cells(self):
         """(op, labels, dtype, shape, threads) for every meaningful combination."""
@@ -147,7 +151,8 @@ class Config:
         return {"shapes": ["x".join(map(str, s)) for s in self.shapes], "dtypes": self.dtypes,
                 "labels": self.labels, "ops": self.ops, "threads": self.threads,
                 "backends": self.backends, "peers": self.peers, "repeat": self.repeat,
-                "budget_s": self.budget, "seed": self.seed, "check": self.check}
+                "budget_s": self.budget, "seed": self.seed, "check": self.check,
+                "busy": self.busy}
 
 
 def _writable_path(path, option):
@@ -203,6 +208,9 @@ def config_from_args(args):
         raise ValueError(f"--repeat {repeat}: use at least 1 sample")
     if not budget > 0:
         raise ValueError(f"--budget {budget}: use a positive number of seconds")
+    busy = get("busy") or 0
+    if not 0 <= busy <= cores:
+        raise ValueError(f"--busy {busy}: use 0 to {cores} (the usable cores) busy processes")
     for option in ("json", "plot"):
         if get(option):
             _writable_path(get(option), f"--{option}")
@@ -214,7 +222,7 @@ def config_from_args(args):
                              "matplotlib (or pip install 'fastxent[bench]')") from None
     return Config(shapes, dtypes, labels, ops, threads, backends, peers, repeat, budget,
                   get("seed") if get("seed") is not None else SEED,
-                  progress=not get("no_progress"), check=get("check") or "off")
+                  progress=not get("no_progress"), check=get("check") or "off", busy=busy)
 
 
 # ------------------------------------------------------------------------------ peers
@@ -493,6 +501,10 @@ def _measure(cell, op, name, nt, cfg, ref_loss, ref_grad, peer=False):
         out["verified"] = bool(errs) and all(e <= out["tol"] for e in errs) and all(
             math.isfinite(e) for e in errs)
         median, samples, number = time_call(fn, cfg.repeat, cfg.budget, prepare)
+        if cfg.busy:
+            with BusyCores(cfg.busy):
+                busy, _, _ = time_call(fn, cfg.repeat, cfg.budget, prepare)
+            out.update(time_busy_s=busy, busy_ratio=busy / median)
     except Exception as exc:  # a broken backend is reported in its row, never fatal
         out.update(status="error", note=f"{type(exc).__name__}: {exc}", verified=False)
         return out
@@ -511,6 +523,11 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
+def _isa():
+    from .._info import isa
+    return isa()
+
+
 def _meta(cfg, elapsed):
     backends = {}
     for name in _registry.known_backends():
@@ -524,7 +541,7 @@ def _meta(cfg, elapsed):
         except Exception:
             pass
     return {"config": cfg.as_dict(), "backends": backends, "versions": versions,
-            "cpu": _cpu_name(), "usable_cores": _threads.usable_cores(),
+            "cpu": _cpu_name(), "isa": _isa(), "usable_cores": _threads.usable_cores(),
             "platform": platform.platform(), "elapsed_s": elapsed,
             "bytes_model": BYTES_MODEL, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -574,7 +591,8 @@ def format_rows(rows):
             name, _fmt_time(r["time_s"]) if ok else "-", f"{r['gbps']:.3g}" if ok else "-",
             f"{100 * r['stream_fraction']:.0f}%" if ok else "-",
             f"{r['speedup']:.2f}x" if ok and r["speedup"] else "-", _check_mark(r),
-            f"{r['auto']}" if first else ""]))
+            f"{r['auto']}" if first else ""]) + (
+            f"  busy {r['busy_ratio']:.2f}x" if ok and r.get("busy_ratio") else ""))
     return lines
 
 
@@ -582,8 +600,10 @@ def format_header(meta_like):
     avail = ", ".join(n for n, b in meta_like["backends"].items() if b["available"])
     missing = "; ".join(f"{n} ({b['why']})" for n, b in meta_like["backends"].items()
                         if not b["available"])
+    from .._info import isa
     return [f"fastxent {__version__} bench on {_cpu_name()} ({_threads.usable_cores()} usable "
             f"cores), numpy {np.__version__}, python {sys.version.split()[0]}",
+            f"ISA: {isa()}",
             f"backends: {avail}" + (f"; unavailable: {missing}" if missing else ""), "",
             _fmt_line(HEADER), _fmt_line(["-" * w for w in _WIDTHS])]
 

@@ -75,6 +75,8 @@ cdef extern from "fxe_kernels.h" nogil:
     const char *FXE_BUILD_DIRECTIVES
     int FXE_OPENMP
     int fxe_omp_max_threads()
+    double fxe_serial_left(long *spells)
+    int fxe_team_was_late(double wait, double master_work, fxe_ssize master_tasks)
 
 from .. import DIAG, Status
 
@@ -277,6 +279,18 @@ def _omp_limit():
     return fxe_omp_max_threads()
 
 
+def _contention():
+    """(seconds left in the current one-thread spell, spells so far): see fxe_runner.h."""
+    cdef long spells = 0
+    cdef double left = fxe_serial_left(&spells)
+    return left, spells
+
+
+def _team_was_late(double wait, double master_work, fxe_ssize master_tasks):
+    """Test hook: the runner's contention rule (fxe_runner.h)."""
+    return bool(fxe_team_was_late(wait, master_work, master_tasks))
+
+
 def _build_info():
     return {
         "openmp": bool(FXE_OPENMP),
@@ -287,6 +301,7 @@ def _build_info():
         "directives": FXE_BUILD_DIRECTIVES.decode(),
         "small_class_path_max_c": FXE_SMALL_C,
         "serial_only_after_fork": bool(_serial_only),
+        "one_thread_spells": _contention()[1],
     }
 
 
