@@ -8,9 +8,11 @@ cache in every new process, so the loops are written out as source from this tab
 setup.py (as the C variants are), once per row kernel. Adding a kernel is one line here.
 """
 
-#: (family name in fastxent._backends, row function in _numba_rows)
+#: (family name in fastxent._backends, or a variant numba_.py picks; row function in _numba_rows)
 ROWS = (
     ("softmax", "softmax_row"),
+    ("softmax_checked", "softmax_checked_row"),   # value checks: see numba_.py
+    ("softmax_full", "softmax_full_row"),         # softcap, saved lse
     ("hessp", "hessp_row"),
     ("label_grad", "label_grad_row"),
     ("sigmoid", "sigmoid_row"),

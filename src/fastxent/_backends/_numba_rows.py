@@ -24,8 +24,7 @@ import math
 
 from numba import njit
 
-from ._numba_math import (EXACT_FLAGS, OPTS, cvt, exp_neg, expm1_neg, log1p_t, log1p_unit,
-                          log_t, maxnum, writable)
+from ._numba_math import EXACT_FLAGS, OPTS, cvt, exp_neg, expm1_neg, log1p_unit, maxnum, writable
 
 _ROW_FLAGS = {"nsz", "arcp", "contract", "reassoc"}
 _BLOCK = 128
@@ -39,7 +38,7 @@ _row = njit(fastmath=_ROW_FLAGS, **OPTS)
 _exact = njit(fastmath=EXACT_FLAGS, inline="never", **OPTS)
 
 
-@_row
+@njit(fastmath=_ROW_FLAGS, inline="always", **OPTS)
 def count(cnt, k, i):
     """Count diagnostic k at row i (cnt = [nbad, diag[8], first[8]])."""
     if cnt[1 + k] == 0 or i < cnt[1 + _NDIAG + k]:
@@ -241,7 +240,7 @@ def fill(g, value):
 @_exact
 def log_s(s1, cnt):
     """log of cnt + s1 without cancellation in a confident row (s1 < eps)."""
-    return log1p_t(s1 + (cnt - 1.0)) if cnt >= 1.0 else log_t(s1)
+    return math.log1p(s1 + (cnt - 1.0)) if cnt >= 1.0 else math.log(s1)
 
 
 @_exact
@@ -268,7 +267,8 @@ def row_lse(xr):
     m = row_max(xr)
     if m == -_INF:
         m = cvt(0.0, m)
-    s1, n = sum_exp(xr, m, writable(xr), False)
+    s1, n = sum_exp(xr, m, writable(xr), xr.shape[0] < 0)  # a bool, not a literal: one
+    # compilation of sum_exp serves every caller
     return m + log_s(s1, n)
 
 
@@ -276,6 +276,26 @@ def row_lse(xr):
 
 @_row
 def softmax_row(A, S, i, scratch, cnt):
+    """A softmax row without value checks, softcap or saved logsumexp (numba_.py picks the
+    variants below for those): compiling it skips their code."""
+    return _softmax(A, S, i, scratch, cnt, False, False)
+
+
+@_row
+def softmax_checked_row(A, S, i, scratch, cnt):
+    return _softmax(A, S, i, scratch, cnt, True, False)
+
+
+@_row
+def softmax_full_row(A, S, i, scratch, cnt):
+    return _softmax(A, S, i, scratch, cnt, True, True)
+
+
+@njit(fastmath=_ROW_FLAGS, inline="always", **OPTS)
+def _softmax(A, S, i, scratch, cnt, checks, full):
+    """One softmax row. ``checks`` enables the value checks, ``full`` also softcap and the
+    backward from a saved logsumexp; both literals (inlined: the branches they disable are
+    pruned before compilation)."""
     x, y, t, cw, rs, lse_in, coef_in, v, loss, grad, lse_out = A
     (has_ignore, ignore_index, eps, epsc, z, softcap, gscale, sum_cw, want_total, shard,
      check, prob_tol, label_tol, mode, inplace) = S
@@ -289,7 +309,7 @@ def softmax_row(A, S, i, scratch, cnt):
     bsm = cvt(epsc, sc)
     capped = softcap != 0.0
     cap = cvt(softcap, sc)
-    inv_cap = cvt(1.0 / softcap if capped else 0.0, sc)
+    inv_cap = cvt(1.0 / softcap if full and capped else 0.0, sc)
     want_grad = grad.shape[0] > 0
     want_loss = loss.shape[0] > 0 or want_total
     ti = -1
@@ -313,13 +333,14 @@ def softmax_row(A, S, i, scratch, cnt):
             at = (1.0 - eps) * (cw[ti] if cw.shape[0] > 0 else 1.0)
     # the row the sums read: x, or its capped copy in the second scratch row
     xr = xi
-    if capped:
-        xr = scratch[1]
-        cap_row(xi, xr, cap, inv_cap)
-    if lse_in.shape[0] > 0:
-        _softmax_row_lse(xr, yr, cw, lse_in[i], coef_in, grad[i], i, ti, at, sc, a, bsm, z,
-                         sum_cw, dense, inv_cap, capped)
-        return 0.0
+    if full:
+        if capped:
+            xr = scratch[1]
+            cap_row(xi, xr, cap, inv_cap)
+        if lse_in.shape[0] > 0:
+            _softmax_row_lse(xr, yr, cw, lse_in[i], coef_in, grad[i], i, ti, at, sc, a, bsm,
+                             z, sum_cw, dense, inv_cap, capped)
+            return 0.0
     m = row_max(xr)
     if m == -_INF:
         m = cvt(0.0, m)
@@ -345,9 +366,10 @@ def softmax_row(A, S, i, scratch, cnt):
         lval = row_loss(Sm, logs, Dm, z, lse)
         if loss.shape[0] > 0:
             loss[i, 0] = lval
-    if check != 0:
-        _check_row(check, prob_tol, label_tol, cnt, i, xi, yr, dense and (y.shape[0] > 1 or i == 0),
-                   ti, Dm)
+    if checks:
+        if check != 0:
+            _check_row(check, prob_tol, label_tol, cnt, i, xi, yr,
+                       dense and (y.shape[0] > 1 or i == 0), ti, Dm)
     if not want_grad:
         return lval * rw
     coef = Sm + 2.0 * z * lse if z != 0.0 else Sm
@@ -368,8 +390,9 @@ def softmax_row(A, S, i, scratch, cnt):
         if cw.shape[0] > 0:
             wya = wya * cw[am]
         gi[am] = dominant(coef, wya, s1, s) * (gscale * rw)
-    if capped:
-        cap_chain(gi, xr, inv_cap)
+    if full:
+        if capped:
+            cap_chain(gi, xr, inv_cap)
     return lval * rw
 
 
@@ -666,12 +689,12 @@ def softmax_util_row(A, S, i, scratch, cnt):
         # the exponentials go to the scratch row (out may be x: the sum loop must read only x,
         # so it vectorises the same way in place or not: the same bits)
         e = scratch[0]
-        s1, n = sum_exp(xi, m, e, True)
+        s1, n = sum_exp(xi, m, e, xi.shape[0] >= 0)
         inv = cvt(1.0 / (n + s1), m)
         for c in range(xi.shape[0]):
             out[c] = e[c] * inv
     else:
-        s1, n = sum_exp(xi, m, scratch[0], False)
+        s1, n = sum_exp(xi, m, scratch[0], xi.shape[0] < 0)
         logs = cvt(log_s(s1, n), m)
         for c in range(xi.shape[0]):
             out[c] = (xi[c] - m) - logs

@@ -187,7 +187,13 @@ def run(call, n_threads):
         return _status(cnt, 0.0, call.check)
     task = max(1, _TASK_ELEMS // max(C, 1))
     scratch_rows = 2 if family not in (LABEL_GRAD, SIGMOID_LABEL_GRAD, SIGMOID) else 1
-    ser, par = _loops.LOOPS[FAMILIES[family]]
+    key = FAMILIES[family]
+    if family == SOFTMAX:        # variants that compile only the code the call needs
+        if call.softcap or call.lse_in is not None:
+            key = "softmax_full"
+        elif call.check:
+            key = "softmax_checked"
+    ser, par = _loops.LOOPS[key]
     if n_threads <= 0:
         total = ser(A, S, 0, n, task, scratch_rows, cnt)
     else:
