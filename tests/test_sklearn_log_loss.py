@@ -154,3 +154,30 @@ def test_from_logits_float32_and_multilabel_and_errors():
     assert np.isfinite(log_loss([0, 1], [[5.0, -3.0], [2.0, 7.0]], from_logits=True))
     with pytest.raises(ValueError, match="different number of classes"):
         log_loss([0, 1, 2], RNG.standard_normal((3, 2)), from_logits=True)
+
+
+def test_argument_names_follow_the_installed_sklearn():
+    # Whatever the installed version calls the probabilities (y_proba since 1.9, y_pred
+    # before) and however it treats the other name (a FutureWarning, an error when both are
+    # given, or an unknown keyword), fastxent's log_loss does the same.
+    import inspect
+    y, P = [0, 1, 1], _probs(3, 2)
+    for kwargs in ({"y_proba": P}, {"y_pred": P}, {"y_proba": P, "y_pred": P}):
+        (ours, w_ours), (ref, w_ref) = _both(y, **kwargs)
+        assert w_ours == w_ref
+        assert ours == ref if isinstance(ref, type) else ours == pytest.approx(ref, rel=1e-12)
+    name = list(inspect.signature(sk_log_loss).parameters)[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # the current name warns about nothing
+        assert log_loss(y, **{name: P}) == pytest.approx(sk_log_loss(y, P), rel=1e-12)
+
+
+def test_from_logits_takes_the_logits_once_under_either_name():
+    y, Z = [0, 1, 1], RNG.standard_normal((3, 2))
+    ref = log_loss(y, Z, from_logits=True)
+    assert log_loss(y, y_proba=Z, from_logits=True) == ref
+    assert log_loss(y, y_pred=Z, from_logits=True) == ref
+    with pytest.raises(TypeError, match="pass the logits once"):
+        log_loss(y, Z, y_proba=Z, from_logits=True)
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['eps'\\]"):
+        log_loss(y, Z, eps=1e-7, from_logits=True)

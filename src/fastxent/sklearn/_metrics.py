@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+from sklearn.metrics import log_loss as _sk_log_loss
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_consistent_length
 
@@ -20,7 +21,7 @@ def _one_hot(y_true, labels):
             warnings.warn(
                 f"Labels passed were {labels}. But this function assumes labels are ordered "
                 f"lexicographically. Pass the ordered labels={lb.classes_.tolist()} and "
-                f"ensure that the columns of y_pred correspond to this ordering.", UserWarning)
+                f"ensure that the columns of the logits correspond to this ordering.", UserWarning)
         if not np.all(np.isin(y_true, labels)):
             undeclared = set(np.asarray(y_true).ravel().tolist()) - set(np.asarray(labels)
                                                                         .tolist())
@@ -45,10 +46,10 @@ def _check_classes(T, classes, n_columns, labels):
     if classes.shape[0] != n_columns:
         if labels is None:
             raise ValueError(
-                f"y_true and y_pred contain different number of classes: {T.shape[1]} vs "
+                f"y_true and the logits contain different number of classes: {T.shape[1]} vs "
                 f"{n_columns}. Please provide the true labels explicitly through the labels "
                 f"argument. Classes found in y_true: {classes}")
-        raise ValueError(f"The number of classes in labels is different from that in y_pred. "
+        raise ValueError(f"The number of classes in labels is different from that in the logits. "
                          f"Classes found in labels: {classes}")
 
 
@@ -73,19 +74,19 @@ def _average(losses, sample_weight, normalize):
     return float(np.sum(losses))
 
 
-def log_loss(y_true, y_pred, *, labels=None, normalize=True, sample_weight=None,
-             from_logits=False):
+def log_loss(y_true, *args, from_logits=False, **kwargs):
     r"""Log loss (cross-entropy) of predicted probabilities, or of logits.
 
-    With ``from_logits=False`` this is :func:`sklearn.metrics.log_loss` of the installed
-    scikit-learn version (1.5 or later): the same label handling, the same errors and
-    warnings under the same conditions, probabilities clipped to ``[eps, 1 - eps]`` with
-    ``eps`` the machine epsilon of ``y_pred``'s dtype.
+    With ``from_logits=False`` this *is* :func:`sklearn.metrics.log_loss` of the installed
+    scikit-learn: the call is handed over unchanged, so its argument names (``y_proba`` since
+    scikit-learn 1.9, ``y_pred`` before, with 1.9's ``FutureWarning`` for ``y_pred=``), its
+    errors, warnings and clipping follow whichever version is installed.
 
-    With ``from_logits=True``, ``y_pred`` holds unnormalised log-probabilities (e.g.
+    With ``from_logits=True``, the second argument holds unnormalised log-probabilities (e.g.
     ``decision_function`` or a network's last layer) and the loss is computed from them with
     a log-sum-exp (fastxent's softmax cross-entropy): exact where ``log(softmax(z))`` would
-    round tiny probabilities to 0 and need clipping.
+    round tiny probabilities to 0 and need clipping. Labels are handled as scikit-learn's
+    ``log_loss`` handles them (:class:`~sklearn.preprocessing.LabelBinarizer` order).
 
     .. math::
 
@@ -96,18 +97,18 @@ def log_loss(y_true, y_pred, *, labels=None, normalize=True, sample_weight=None,
     ----------
     y_true : array-like of shape (n_samples,) or label indicator matrix
         True labels.
-    y_pred : array-like of float, shape (n_samples, n_classes) or (n_samples,)
-        Probabilities (columns in the sorted order of the labels, as
-        :class:`~sklearn.preprocessing.LabelBinarizer`), or logits with
+    y_proba (or y_pred) : array-like of float, shape (n_samples, n_classes) or (n_samples,)
+        Probabilities (columns in the sorted order of the labels), or logits with
         ``from_logits=True``. One column means the positive class of a binary problem: its
-        probability, or its log-odds ``z`` (the logits are then ``[0, z]``).
+        probability, or its log-odds ``z`` (the logits are then ``[0, z]``). Passed
+        positionally or under the installed scikit-learn's name.
     labels : array-like, default=None
         All class labels; inferred from ``y_true`` when None.
     normalize : bool, default=True
         Weighted mean over examples if True, else the weighted sum.
     sample_weight : array-like of shape (n_samples,), default=None
     from_logits : bool, default=False
-        Whether ``y_pred`` are logits rather than probabilities.
+        Whether the predictions are logits rather than probabilities.
 
     Returns
     -------
@@ -116,9 +117,9 @@ def log_loss(y_true, y_pred, *, labels=None, normalize=True, sample_weight=None,
     Raises
     ------
     ValueError
-        Probabilities outside [0, 1]; fewer than two classes; a class count of ``y_pred``
-        that differs from the labels'; labels in ``y_true`` missing from ``labels``;
-        inconsistent lengths.
+        From logits: fewer than two classes; a class count that differs from the labels';
+        labels in ``y_true`` missing from ``labels``; inconsistent lengths. From
+        probabilities: whatever the installed scikit-learn raises.
 
     Examples
     --------
@@ -131,31 +132,19 @@ def log_loss(y_true, y_pred, *, labels=None, normalize=True, sample_weight=None,
     >>> round(log_loss([0, 0], z, labels=[0, 1], from_logits=True), 6)
     400.024294
     """
-    if from_logits:
-        return _log_loss_logits(y_true, y_pred, labels, normalize, sample_weight)
-    y_pred = check_array(y_pred, ensure_2d=False, dtype=_FLOAT_DTYPES)
-    if y_pred.size and np.max(y_pred) > 1:
-        raise ValueError(f"y_pred contains values greater than 1: {np.max(y_pred)}")
-    if y_pred.size and np.min(y_pred) < 0:
-        raise ValueError(f"y_pred contains values lower than 0: {np.min(y_pred)}")
-    check_consistent_length(y_pred, y_true, sample_weight)
-    sample_weight = _check_weights(sample_weight, y_pred.shape[0])
-    T, classes = _one_hot(y_true, labels)
-    if y_pred.ndim == 1:
-        y_pred = y_pred[:, None]
-    if y_pred.shape[1] == 1:
-        y_pred = np.concatenate([1 - y_pred, y_pred], axis=1)
-    eps = np.finfo(y_pred.dtype).eps
-    if not np.all(np.isclose(y_pred.sum(axis=1), 1, rtol=np.sqrt(eps), atol=1e-8)):
-        warnings.warn("The y_pred values do not sum to one. Make sure to pass probabilities.",
-                      UserWarning)
-    _check_classes(T, classes, y_pred.shape[1], labels)
-    y_pred = np.clip(y_pred, eps, 1 - eps)
-    T = T.astype(y_pred.dtype, copy=False)
-    # xlogy: a 0 target contributes 0. In y_pred's precision, as scikit-learn computes it.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        losses = -np.sum(np.where(T == 0, 0, T * np.log(y_pred)), axis=1)
-    return _average(losses, sample_weight, normalize)
+    if not from_logits:
+        return _sk_log_loss(y_true, *args, **kwargs)
+    names = [n for n in ("y_proba", "y_pred") if n in kwargs]
+    if len(args) + len(names) != 1 or len(args) > 1:
+        raise TypeError("log_loss(y_true, logits, *, labels=None, normalize=True, "
+                        "sample_weight=None, from_logits=True): pass the logits once, as the "
+                        f"second argument; got {len(args)} positional and {names} keywords")
+    logits = args[0] if args else kwargs.pop(names[0])
+    unknown = set(kwargs) - {"labels", "normalize", "sample_weight"}
+    if unknown:
+        raise TypeError(f"log_loss() got unexpected keyword arguments {sorted(unknown)}")
+    return _log_loss_logits(y_true, logits, kwargs.get("labels"), kwargs.get("normalize", True),
+                            kwargs.get("sample_weight"))
 
 
 def _log_loss_logits(y_true, logits, labels, normalize, sample_weight):
