@@ -251,6 +251,25 @@ static void FN(softmax_row_lse)(const fxe_params *p, fxe_ssize r, const T *x, T 
     const T xt = t >= 0 ? x[t] : 0;                     /* before g (maybe x) is written */
     const T k = (T)(coef * (double)sc), lT = (T)lse;
     const T sa = a * sc, sb = b * sc;
+    if (p->softcap != 0) {
+        /* softcapped: z = cap tanh(x / cap) element by element (g may be x: each element
+         * is read before it is written), times the chain rule 1 - tanh^2 */
+        const T cap = (T)p->softcap, inv_cap = (T)(1.0 / p->softcap);
+        const T xtc = FN(capv)(xt, cap, inv_cap), tht = xtc * inv_cap;
+        for (fxe_ssize c = 0; c < C; c++) {
+            const T zc = FN(capv)(x[c], cap, inv_cap), th = zc * inv_cap;
+            const T w = cw ? cw[c] : (T)1;
+            const T wy = dense ? (sa * y[c] + sb) * w : sb * w;
+            const T e = coef != 0 ? k * EXPFULL(zc - lT) : (T)0;
+            g[c] = (e - wy) * (1 - th * th);
+        }
+        if (t >= 0 && t < C) {
+            const double wyt = (double)at + (double)b * (cw ? (double)cw[t] : 1.0);
+            const double pm1 = coef != 0 ? expm1((double)xtc - lse) : -1.0;
+            g[t] = (T)((coef * pm1 + (coef - wyt)) * (double)sc * (double)(1 - tht * tht));
+        }
+        return;
+    }
     if (coef == 0) {                                    /* no (coef p) term: no 0 * inf */
         FN(pass_b)(g, g, y, cw, C, 0, sa, sb, dense);
         if (!dense) {
