@@ -201,6 +201,20 @@ def gradient(p, lse=None):
     return finish()
 
 
+def shard_gradient(p, lse, coef, n_classes):
+    """d loss / d logits of a class shard (``p``: its columns, integer labels local to the
+    shard, reduction "none") from the whole row's logsumexp ``lse`` and softmax coefficient
+    ``coef = S + 2 z lse`` (rows, logits' dtype); smoothing spreads over ``n_classes``."""
+    buf, finish, blocked = _grad_target(p, p.gradient_out)
+    call = _call(p, p.family, grad=None if blocked else buf, lse_in=lse, coef_in=coef)
+    call = call._replace(n_classes=n_classes, shard=True)
+    if blocked:
+        _execute_blocked(p, "backward", call, buf)
+    else:
+        _execute(p, "backward", call)
+    return finish()
+
+
 def loss_gradient(p):
     """(loss, d loss / d logits) in one fused pass."""
     denom = _denominator(p)
