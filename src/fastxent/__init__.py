@@ -19,6 +19,7 @@ from .losses import (SigmoidCrossEntropy, SoftmaxCrossEntropy, SparseSoftmaxCros
                      log_softmax, logsumexp, sigmoid_cross_entropy_with_logits, softmax,
                      softmax_cross_entropy_with_logits, softmax_cross_entropy_with_logits_v2,
                      sparse_softmax_cross_entropy_with_logits, weighted_cross_entropy_with_logits)
+from .linear import LinearSoftmaxCrossEntropy, linear_softmax_cross_entropy
 
 __all__ = [
     "__version__",
@@ -28,6 +29,7 @@ __all__ = [
     "categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy",
     "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
     "SoftmaxCrossEntropy", "SparseSoftmaxCrossEntropy", "SigmoidCrossEntropy",
+    "linear_softmax_cross_entropy", "LinearSoftmaxCrossEntropy",
     "set_backend", "use_backend", "available_backends", "reload_policy", "set_num_threads",
     "get_num_threads", "threads", "set_check", "get_check", "checking", "InputWarning",
     "explain", "show_config", "BackendUnavailableError",

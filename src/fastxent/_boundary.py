@@ -788,3 +788,167 @@ def utility_problem(logits, axis, keepdims=False, out=None, backend=None, n_thre
     check_overlaps([("out", p.out)], [("logits", x)],
                    ("out", "logits", x) if p.canonical else None)
     return p
+
+
+# ------------------------------------------------------------------------- fused linear
+
+class Linear:
+    """A fused linear + softmax cross-entropy problem: ``inputs`` (N, D), ``weight``
+    (V, D), ``bias`` (V,) or None, in one float dtype, and ``rows``, a softmax problem whose
+    logits are a shape-only stand-in for the (N, V) logits that are never materialised.
+    ``rows`` owns labels, weights, options, the mean's denominator and the error texts;
+    :meth:`chunk` gives the problem of rows ``r0:r1`` on a real logits buffer."""
+
+    X = W = b = lse = None
+    sparse = False
+    loss_out = grad_inputs_out = grad_weight_out = grad_bias_out = lse_out = None
+    rows = None
+
+    @property
+    def dtype(self):
+        return self.rows.x.dtype
+
+    def chunk(self, r0, r1, logits):
+        """The softmax problem of rows ``r0:r1`` on ``logits`` (their (r1 - r0, V) values),
+        with labels, row weights and outputs sliced; the gradient goes over the logits."""
+        rp = self.rows
+        p = type(rp)()
+        p.__dict__.update(rp.__dict__)
+        n = r1 - r0
+        p.x = p.user_x = logits
+        p.shape, p.lead = logits.shape, (n,)
+        p.x_is_view = True
+        if rp.t is not None:
+            p.t = rp.t[r0:r1]
+        if rp.y is not None and rp.y.shape[0] != 1:
+            p.y = rp.y[r0:r1]
+        if rp.sw is not None:
+            p.sw = rp.sw[r0:r1]
+        if rp.rs is not None:
+            p.rs = rp.rs[r0:r1]
+        return p
+
+
+def _linear_operand(a, name):
+    """A float matrix operand (dense: kept as it is when contiguous either way)."""
+    a = float_array(a, name, what="inputs and weights")
+    if a.ndim != 2:
+        raise ValueError(f"{name} has shape {a.shape}; expected a 2-D array")
+    return a
+
+
+def linear_problem(labels, inputs, weight, bias, opts, *, sample_weight=None, grad_loss=None,
+                   loss_out=None, grad_inputs_out=None, grad_weight_out=None,
+                   grad_bias_out=None, lse_out=None, lse=None, sparse_ok=True):
+    """The problem of ``linear_softmax_cross_entropy``: every shape, dtype, label and option
+    check, errors naming both shapes. Integer labels (N,) (or (N, 1)), or dense labels
+    (N, V) (or one row (1, V) for every example)."""
+    import sys
+
+    lp = Linear()
+    _sp = sys.modules.get("scipy.sparse")  # not imported: inputs cannot be a sparse matrix
+    if sparse_ok and _sp is not None and _sp.issparse(inputs):
+        if inputs.ndim != 2:
+            raise ValueError(f"inputs has shape {inputs.shape}; expected (N, D)")
+        X = inputs.tocsr()
+        if X.dtype not in _FLOATS:
+            X = X.astype(np.result_type(X.dtype, np.float32) if X.dtype.kind == "f"
+                         else np.float64)
+        lp.sparse = True
+    else:
+        X = _linear_operand(inputs, "inputs")
+    W = _linear_operand(weight, "weight")
+    if W.shape[1] != X.shape[1]:
+        raise ValueError(
+            f"inputs has shape {X.shape} but weight has shape {W.shape}; weight must be "
+            f"(n_classes, {X.shape[1]}) (PyTorch's Linear.weight layout: logits = inputs @ "
+            f"weight.T)")
+    if W.shape[0] == 0:
+        raise ValueError(f"weight has shape {W.shape}: zero classes; softmax needs at least "
+                         f"one class")
+    dtype = np.result_type(X.dtype, W.dtype)
+    b = None
+    if bias is not None:
+        b = float_array(bias, "bias", what="biases")
+        if b.shape != (W.shape[0],):
+            raise ValueError(f"bias has shape {b.shape} but weight has shape {W.shape}; bias "
+                             f"must be ({W.shape[0]},), one value per class")
+        dtype = np.result_type(dtype, b.dtype)
+        b = np.ascontiguousarray(b, dtype=dtype)
+    if lp.sparse:
+        X = X.astype(dtype, copy=False)
+    else:
+        X = np.ascontiguousarray(X, dtype=dtype)
+    if not (W.dtype == dtype and (W.flags.c_contiguous or W.flags.f_contiguous)):
+        W = np.ascontiguousarray(W, dtype=dtype)
+    lp.X, lp.W, lp.b = X, W, b
+    N, V = X.shape[0], W.shape[0]
+
+    # the softmax problem of all rows, on a stand-in for the logits: zero strides, no memory
+    stand_in = np.broadcast_to(np.zeros((), dtype), (N, V))
+    dense = labels is not None and np.ndim(labels) == 2 and np.shape(labels)[1] != 1
+    p = Dense() if dense else Integer()
+    p.x = p.user_x = stand_in
+    p.shape, p.axis, p.lead, p.out_dtype = (N, V), 1, (N,), dtype
+    p.reduction, p.backend, p.n_threads = opts.reduction, opts.backend, opts.n_threads
+    p.check = check_mode(opts.check)
+    p.eps, p.z, p.softcap = opts.eps, opts.z, opts.softcap
+    if opts.class_weight is not None:
+        p.cw = opts.weights("class_weight", opts.class_weight, V, dtype)
+    lname = opts.names[0]
+    if labels is None:
+        raise TypeError(f"{lname} is required (got None): pass integer class indices of shape "
+                        f"({N},) or probabilities of shape ({N}, {V})")
+    if dense:
+        y = _numeric(labels, lname, "labels")
+        if y.shape not in ((N, V), (1, V)):
+            raise ValueError(
+                f"{lname} has shape {y.shape} but inputs has shape {X.shape} and weight "
+                f"{W.shape}; dense labels must be (N, n_classes) = ({N}, {V}) (integer class "
+                f"indices are (N,) = ({N},))")
+        p.y = np.ascontiguousarray(y.reshape(-1, V), dtype=dtype)
+        if p.y.shape[0] != N:
+            p.y = p.y[:1]
+    else:
+        t = np.asarray(labels)
+        if t.shape not in ((N,), (N, 1)):
+            raise ValueError(
+                f"{lname} has shape {t.shape} but inputs has shape {X.shape}; integer labels "
+                f"must be (N,) = ({N},) (dense labels (N, n_classes) = ({N}, {V}))")
+        t, raw = integer_labels(labels, stand_in, 1, lname, "logits")
+        p.t, p.raw_labels, p.labels_name = t, raw, lname
+        p.ignore_index = opts.ignore_index
+        if N:
+            bad = (t < 0) | (t >= V)
+            if opts.ignore_index is not None:
+                bad &= t != opts.ignore_index
+            n_bad = int(np.count_nonzero(bad))
+            if n_bad:
+                p.raise_bad_labels(n_bad)
+    if sample_weight is not None or grad_loss is not None:
+        _weights(p, sample_weight, grad_loss)
+    lp.rows = p
+    if lse is not None:
+        lp.lse = saved_lse(lse, (N,), dtype)
+
+    outs = []
+    if loss_out is not None:
+        lp.loss_out = check_out(loss_out, (N,) if p.reduction == "none" else (), dtype,
+                                "loss_out", mixed=True)
+        outs.append(("loss_out", loss_out))
+    if lse_out is not None:
+        lp.lse_out = check_out(lse_out, (N,), dtype, "lse_out", mixed=True)
+        outs.append(("lse_out", lse_out))
+    for name, out, shape in (("grad_inputs_out", grad_inputs_out, X.shape),
+                             ("grad_weight_out", grad_weight_out, W.shape),
+                             ("grad_bias_out", grad_bias_out, (V,))):
+        if out is not None:
+            out = check_out(out, shape, dtype, name, mixed=True)
+            setattr(lp, name, out)
+            outs.append((name, out))
+    if outs:
+        check_overlaps(outs, [("labels", p.t if p.t is not None else p.y),
+                              ("inputs", None if lp.sparse else X), ("weight", W),
+                              ("bias", b), ("class_weight", p.cw), ("sample_weight", p.sw),
+                              ("grad_loss", p.rs), ("lse", lp.lse)])
+    return lp
