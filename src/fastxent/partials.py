@@ -95,6 +95,8 @@ def _shard_weights(class_weight, offset, width, C, dtype):
     """The shard's slice of the full (C,) class weights (validated as the losses do)."""
     if class_weight is None:
         return None
+    if np.shape(class_weight) == (width,):  # the shard's own slice
+        return B.class_vector(class_weight, width, dtype, "class_weight")
     w = B.class_vector(class_weight, C, dtype, "class_weight")
     return w[offset:offset + width]
 
@@ -180,8 +182,8 @@ def sparse_softmax_partials(labels, logits, *, class_offset=0, n_classes=None,
         ``class_offset + shard_classes``.
     ignore_index, label_smoothing, logit_softcap
         As in :func:`fastxent.sparse_softmax_cross_entropy_with_logits`.
-    class_weight : array_like, shape (n_classes,), optional
-        The weights of *all* classes (each shard reads its slice).
+    class_weight : array_like, shape (n_classes,) or (shard_classes,), optional
+        The weights of all classes (each shard reads its slice), or the shard's slice.
     backend, n_threads
         Kernel backend and threads for the shard's pass.
 

@@ -135,6 +135,11 @@ class _Objective:
         return self._xtdot(HZ, V, np.empty_like(v))
 
 
+def _on_dask(*arrays):
+    """True for dask arrays (``fastxent.dask`` takes over; dask is not imported here)."""
+    return any(type(a).__module__.startswith("dask.") for a in arrays)
+
+
 class _Progress:
     """The ``verbose`` display: a line per iteration with the objective, the largest
     gradient entry (what ``tol`` is compared with), function evaluations and elapsed time."""
@@ -307,6 +312,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         self : SoftmaxRegression
         """
+        if _on_dask(X, y, sample_weight):  # blocks stay on the workers: fastxent.dask
+            from ..dask import fit_softmax_regression
+            return fit_softmax_regression(self, X, y, sample_weight)
         self._check_params()
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
         check_classification_targets(y)
@@ -413,6 +421,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes
         """
+        if _on_dask(X):  # lazy, block by block
+            from ..dask import predict_softmax_regression
+            return predict_softmax_regression(self, X, "decision_function")
         Z = self._logits(X)
         if Z.shape[1] == 2:
             return Z[:, 1] - Z[:, 0]
@@ -420,15 +431,24 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """The most probable class of each example (``argmax`` of the logits)."""
+        if _on_dask(X):  # lazy, block by block
+            from ..dask import predict_softmax_regression
+            return predict_softmax_regression(self, X, "predict")
         Z = self._logits(X)  # first: it raises NotFittedError before classes_ is read
         return self.classes_[np.argmax(Z, axis=1)]
 
     def predict_proba(self, X):
         r"""Class probabilities :math:`\mathrm{softmax}(W x + b)`, shape (n_samples, n_classes)."""
+        if _on_dask(X):  # lazy, block by block
+            from ..dask import predict_softmax_regression
+            return predict_softmax_regression(self, X, "predict_proba")
         Z = self._logits(X)
         return _losses.softmax(Z, out=Z, backend=self.backend, n_threads=self.n_threads)
 
     def predict_log_proba(self, X):
         r"""Log-probabilities :math:`z - \mathrm{logsumexp}(z)` (never ``log(softmax)``)."""
+        if _on_dask(X):  # lazy, block by block
+            from ..dask import predict_softmax_regression
+            return predict_softmax_regression(self, X, "predict_log_proba")
         Z = self._logits(X)
         return _losses.log_softmax(Z, out=Z, backend=self.backend, n_threads=self.n_threads)
