@@ -533,14 +533,14 @@ def check_out(out, shape, dtype, name, mixed=False):
         raise TypeError(f"{name} must be a numpy array; got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"{name} has shape {out.shape}; expected {shape}")
+    if not out.dtype.isnative:
+        raise ValueError(f"{name} has non-native byte order ({out.dtype.str}); pass a "
+                         f"native-order buffer (np.empty_like(logits))")
     if out.dtype != dtype and not (mixed and out.dtype in _FLOATS):
         raise ValueError(
             f"{name} has dtype {_dtype_name(out.dtype)}; expected {np.dtype(dtype)} (the result "
             f"dtype for these logits)" + ("; float32 and float64 buffers are both accepted"
                                           if mixed else ""))
-    if not out.dtype.isnative:
-        raise ValueError(f"{name} has non-native byte order ({out.dtype.str}); pass a "
-                         f"native-order buffer (np.empty_like(logits))")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only; pass a writeable array (e.g. np.empty_like)")
     return out

@@ -57,19 +57,6 @@ def tolerances(p):
     return tol, tol
 
 
-def merge(statuses, rows_per_block):
-    """(diag, first) of several blocks' statuses (first rows shifted by the block offsets)."""
-    if not statuses or statuses[0].diag is None:
-        return None, None
-    diag, first = dict.fromkeys(DIAG, 0), dict.fromkeys(DIAG, -1)
-    for k, s in enumerate(statuses):
-        for name in DIAG:
-            if s.diag[name] and first[name] < 0:
-                first[name] = s.first[name] + k * rows_per_block
-            diag[name] += s.diag[name]
-    return diag, first
-
-
 def _where(p, row):
     """The user's index of canonical row ``row``."""
     if not p.lead:

@@ -144,24 +144,13 @@ def _execute_blocked(p, op, call, grad_out):
     n, C = p.x.shape
     rows = max(1, _BLOCK_ELEMENTS // max(C, 1))
     scratch = np.empty((min(rows, n), C), p.x.dtype)
-    per_row = ("x", "t", "lse_in", "coef_in", "v", "loss", "lse_out")
-    total, nbad, statuses = 0.0, 0, []
     run, threads = _threads_and_run(p, op) if n else (None, 1)
-    for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
-        parts = {f: getattr(call, f)[r0:r1] for f in per_row if getattr(call, f) is not None}
-        if call.y is not None and call.y.shape[0] == n:
-            parts["y"] = call.y[r0:r1]
-        if call.rs is not None:
-            parts["rs"] = call.rs[r0:r1]
-        block = call._replace(grad=scratch[:r1 - r0], **parts)
-        status = run(block, threads)
+
+    def block(c, r0, r1):
+        status = run(c._replace(grad=scratch[:r1 - r0]), threads)
         grad_out[r0:r1] = scratch[:r1 - r0]
-        total += status.total
-        nbad += status.nbad
-        statuses.append(status)
-    merged = _backends.Status(nbad, total, *_diagnostics.merge(statuses, rows))
-    return _status(p, merged)
+        return status
+    return _status(p, _backends.in_row_blocks(block, call, rows))
 
 
 # ------------------------------------------------------------------------------ operations
@@ -367,4 +356,3 @@ def utility(p, name):
     buf, finish, _ = _grad_target(p, p.out)
     _utility_run(p, _UTILITY[name], buf, name)
     return finish()
-

@@ -98,6 +98,49 @@ def kernel_call(family, x, **fields):
     return KernelCall(family, x, **values)
 
 
+#: Elements per block when a long call is split so that Python can take Ctrl-C between
+#: blocks (~10-50 ms of work each; the C backend uses the same size in _kernels.pyx).
+SIGNAL_BLOCK_ELEMS = 1 << 24
+
+_PER_ROW = ("x", "t", "lse_in", "coef_in", "v", "loss", "grad", "lse_out")
+
+
+def rows(call, r0, r1):
+    """The same call restricted to rows ``[r0, r1)`` (a broadcast label row stays whole)."""
+    n = call.x.shape[0]
+    parts = {f: getattr(call, f)[r0:r1] for f in _PER_ROW if getattr(call, f) is not None}
+    for f in ("y", "rs"):
+        a = getattr(call, f)
+        if a is not None and a.shape[0] == n:
+            parts[f] = a[r0:r1]
+    return call._replace(**parts)
+
+
+def in_row_blocks(run_block, call, rows_per_block):
+    """``run_block(rows(call, r0, r1), r0, r1)`` block after block, the statuses merged
+    (totals in block order, diagnostics' first rows shifted). Between blocks the interpreter
+    takes pending signals, so Ctrl-C stops a long call there (outputs partly written)."""
+    n = call.x.shape[0]
+    statuses = [run_block(rows(call, r0, min(n, r0 + rows_per_block)), r0,
+                          min(n, r0 + rows_per_block))
+                for r0 in range(0, n, rows_per_block)]
+    return Status(sum(s.nbad for s in statuses), sum(s.total for s in statuses),
+                  *_merge_diag(statuses, rows_per_block))
+
+
+def _merge_diag(statuses, rows_per_block):
+    """(diag, first) of several blocks' statuses (first rows shifted by the block offsets)."""
+    if not statuses or statuses[0].diag is None:
+        return None, None
+    diag, first = dict.fromkeys(DIAG, 0), dict.fromkeys(DIAG, -1)
+    for k, s in enumerate(statuses):
+        for name in DIAG:
+            if s.diag[name] and first[name] < 0:
+                first[name] = s.first[name] + k * rows_per_block
+            diag[name] += s.diag[name]
+    return diag, first
+
+
 def empty_status(check):
     """The Status of a call with no rows."""
     if not check:

@@ -22,7 +22,31 @@ from ._mathdef import EXP, EXPF, LOG, LOGF
 
 #: Flags for code whose rounding is part of the algorithm (no reassoc, no nnan/ninf).
 EXACT_FLAGS = {"nsz", "arcp", "contract"}
-OPTS = dict(cache=True, error_model="numpy", boundscheck=False, nogil=True)
+
+
+def _can_cache():
+    """Whether Numba finds a writable cache directory for this package's files (beside them,
+    ``$NUMBA_CACHE_DIR`` or the user cache). Without one, ``cache=True`` raises at decoration
+    and the whole backend would be lost: compile without a cache instead, and say why once."""
+    import warnings
+
+    from numba.core.caching import CacheImpl
+
+    for locator in CacheImpl._locator_classes:
+        try:
+            if locator.from_function(_can_cache, __file__) is not None:
+                return True
+        except Exception:  # noqa: BLE001 - a locator that cannot work here is no locator
+            pass
+    warnings.warn(
+        "fastxent: Numba finds no writable cache directory (the package's __pycache__, "
+        "~/.cache/numba): its kernels are compiled in every new process (several seconds). "
+        "Set NUMBA_CACHE_DIR to a writable directory to cache them.", RuntimeWarning,
+        stacklevel=2)
+    return False
+
+
+OPTS = dict(cache=_can_cache(), error_model="numpy", boundscheck=False, nogil=True)
 
 
 @intrinsic

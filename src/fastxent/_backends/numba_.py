@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from . import LABEL_GRAD, LOGSUMEXP, SIGMOID, SIGMOID_LABEL_GRAD, SOFTMAX, FAMILIES, Status
+from . import (FAMILIES, LABEL_GRAD, LOGSUMEXP, SIGMOID, SIGMOID_LABEL_GRAD, SIGNAL_BLOCK_ELEMS,
+               SOFTMAX, Status)
 
 NAME = "numba"
 
@@ -194,19 +195,25 @@ def run(call, n_threads):
         elif call.check:
             key = "softmax_checked"
     ser, par = _loops.LOOPS[key]
-    if n_threads <= 0:
-        total = ser(A, S, 0, n, task, scratch_rows, cnt)
-    else:
-        ntasks = -(-n // task)
-        nt = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS, ntasks))
+    # super-blocks of whole tasks (totals add up in the same order as in one block), between
+    # which Python takes Ctrl-C
+    super_rows = max(task, (SIGNAL_BLOCK_ELEMS // max(C, 1)) // task * task)
+    total = 0.0
+    for r0 in range(0, n, super_rows):
+        r1 = min(n, r0 + super_rows)
+        if n_threads <= 0:
+            total += ser(A, S, r0, r1, task, scratch_rows, cnt)
+            continue
+        nt = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS, -(-(r1 - r0) // task)))
         if nt > 1 and time.monotonic() < _serial_until[0]:
             nt = 1
         with _LAUNCH_LOCK:
             if not _LAUNCHED:
                 _start_threads()
             numba.set_num_threads(nt)
-            total = par(A, S, 0, n, task, scratch_rows, cnt, nt, _late_ticks[0])
+            total += par(A, S, r0, r1, task, scratch_rows, cnt, nt, _late_ticks[0])
         if cnt[17]:
+            cnt[17] = 0
             _serial_until[0] = time.monotonic() + _SERIAL_S
             _spells[0] += 1
     return _status(cnt, total, call.check)
