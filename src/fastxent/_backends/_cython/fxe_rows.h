@@ -947,6 +947,15 @@ static double FN(sigmoid_rows)(const fxe_params *p, fxe_ssize r0, fxe_ssize r1, 
 }
 
 /* d loss / d y = (1 - eps) (-x + (q - 1) sp(-x)) sc */
+FXE_INLINE T FN(sig_dy_)(T xc, T q)
+{
+    T qm1 = q - 1;
+    T ax = xc < 0 ? -xc : xc;
+    ax = xc != xc ? xc : ax;
+    T spn = (xc < 0 ? -xc : (T)0) + LOG1PU(EXP(-ax));
+    return qm1 != 0 ? -xc + qm1 * spn : -xc;
+}
+
 static double FN(sigmoid_label_grad_rows)(const fxe_params *p, fxe_ssize r0, fxe_ssize r1,
                                           void *scr, fxe_counts *cn)
 {
@@ -959,19 +968,22 @@ static double FN(sigmoid_label_grad_rows)(const fxe_params *p, fxe_ssize r0, fxe
         const T *x = (const T *)p->x + r * C;
         T *o = (T *)p->grad + r * C;
         const T sc0 = (T)(p->gscale * ((RS && !elem) ? (double)RS[r] : 1.0)) * ome;
-        if (pw) {
+        /* per-element weights in their own loops: a `elem ? RS[...] : sc0` select becomes a
+         * masked load from RS = NULL with an all-zero mask, which AMD CPUs execute through
+         * a fault-suppression assist (40x slower) */
+        const T *rw = elem ? RS + r * C : NULL;
+        if (pw && rw) {
 #pragma omp simd
-            for (fxe_ssize c = 0; c < C; c++) {
-                T xc = x[c], qm1 = pw[c] - 1;
-                T ax = xc < 0 ? -xc : xc;
-                ax = xc != xc ? xc : ax;
-                T spn = (xc < 0 ? -xc : (T)0) + LOG1PU(EXP(-ax));
-                T gv = qm1 != 0 ? -xc + qm1 * spn : -xc;
-                o[c] = gv * (elem ? sc0 * RS[r * C + c] : sc0);
-            }
+            for (fxe_ssize c = 0; c < C; c++) o[c] = FN(sig_dy_)(x[c], pw[c]) * (sc0 * rw[c]);
+        } else if (pw) {
+#pragma omp simd
+            for (fxe_ssize c = 0; c < C; c++) o[c] = FN(sig_dy_)(x[c], pw[c]) * sc0;
+        } else if (rw) {
+#pragma omp simd
+            for (fxe_ssize c = 0; c < C; c++) o[c] = -x[c] * (sc0 * rw[c]);
         } else {
 #pragma omp simd
-            for (fxe_ssize c = 0; c < C; c++) o[c] = -x[c] * (elem ? sc0 * RS[r * C + c] : sc0);
+            for (fxe_ssize c = 0; c < C; c++) o[c] = -x[c] * sc0;
         }
     }
     return 0.0;
