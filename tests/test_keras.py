@@ -82,3 +82,50 @@ def test_axis_argument():
                                np.mean(-(y * np.log(np.clip(p, 1e-7, 1 - 1e-7))
                                          + (1 - y) * np.log(1 - np.clip(p, 1e-7, 1 - 1e-7))),
                                        axis=0), rtol=1e-6)
+
+
+# ------------------------------------------------------------------ Keras 3 loss classes
+
+def test_categorical_crossentropy_class_documented_values(backend):
+    # keras.losses.CategoricalCrossentropy docstring: 1.177, weighted [0.3, 0.7] 0.814,
+    # "sum" 2.354, None [0.0513, 2.303].
+    with fx.use_backend(backend):
+        assert fx.CategoricalCrossentropy()(Y_TRUE, Y_PRED) == pytest.approx(1.177, abs=1e-3)
+        assert fx.CategoricalCrossentropy()(Y_TRUE, Y_PRED, sample_weight=[0.3, 0.7]) == \
+            pytest.approx(0.814, abs=1e-3)
+        assert fx.CategoricalCrossentropy(reduction="sum")(Y_TRUE, Y_PRED) == \
+            pytest.approx(2.354, abs=1e-3)
+        np.testing.assert_allclose(fx.CategoricalCrossentropy(reduction=None)(Y_TRUE, Y_PRED),
+                                   [0.0513, 2.303], atol=1e-3)
+
+
+def test_sparse_categorical_crossentropy_class_documented_values(backend):
+    # keras.losses.SparseCategoricalCrossentropy docstring: same values with y_true [1, 2]
+    with fx.use_backend(backend):
+        loss = fx.SparseCategoricalCrossentropy()
+        assert loss([1, 2], Y_PRED) == pytest.approx(1.177, abs=1e-3)
+        assert loss([1, 2], Y_PRED, sample_weight=[0.3, 0.7]) == pytest.approx(0.814, abs=1e-3)
+        # Keras 3 masks ignored entries and "sum_over_batch_size" then divides by the
+        # valid ones (keras.src.losses.loss.apply_mask: weight total / valid)
+        ignored = fx.SparseCategoricalCrossentropy(ignore_class=-1)([1, -1], Y_PRED)
+        assert ignored == pytest.approx(-np.log(0.95), rel=1e-5)
+
+
+def test_binary_crossentropy_class_documented_values(backend):
+    # keras.losses.BinaryCrossentropy docstring (from_logits=True): 0.865, and with
+    # label_smoothing=0.1 0.6 ... (the probability example: 0.815 and 0.458 weighted)
+    with fx.use_backend(backend):
+        bce = fx.BinaryCrossentropy(from_logits=True)
+        assert bce([0, 1, 0, 0], [-18.6, 0.51, 2.94, -12.8]) == pytest.approx(0.865, abs=1e-3)
+        probs = fx.BinaryCrossentropy()
+        assert probs([[0, 1], [0, 0]], [[0.6, 0.4], [0.4, 0.6]]) == pytest.approx(0.815,
+                                                                                  abs=1e-3)
+        assert probs([[0, 1], [0, 0]], [[0.6, 0.4], [0.4, 0.6]], sample_weight=[1, 0]) == \
+            pytest.approx(0.458, abs=1e-3)
+
+
+def test_keras_classes_word_errors_in_keras_terms():
+    with pytest.raises(ValueError, match="y_true"):
+        fx.CategoricalCrossentropy()([[0, 1]], Y_PRED)
+    with pytest.raises(ValueError, match="reduction"):
+        fx.CategoricalCrossentropy(reduction="average")
