@@ -23,19 +23,14 @@ Exit status 0 when every check passes; the screenshots are left in ``--out``
 """
 
 import argparse
-import functools
-import http.server
 import json
-import os
 import pathlib
 import re
 import shutil
-import socketserver
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import zlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,108 +40,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars",
                   "--disable-dev-shm-usage", "--mute-audio"]
 
-# CDN file name -> local candidates (first found wins), in load order of asv's index.html.
-_JS = "/usr/share/javascript"
-LOCAL_LIBS = {
-    "jquery-3.3.1.min.js": [f"{_JS}/jquery/jquery.min.js", f"{_JS}/jquery/jquery.js"],
-    "jquery.flot.min.js": [f"{_JS}/jquery-flot/jquery.flot.min.js",
-                           f"{_JS}/jquery-flot/jquery.flot.js"],
-    "jquery.flot.time.min.js": [f"{_JS}/jquery-flot/jquery.flot.time.min.js",
-                                f"{_JS}/jquery-flot/jquery.flot.time.js"],
-    "jquery.flot.selection.min.js": [f"{_JS}/jquery-flot/jquery.flot.selection.min.js",
-                                     f"{_JS}/jquery-flot/jquery.flot.selection.js"],
-    "jquery.flot.categories.min.js": [f"{_JS}/jquery-flot/jquery.flot.categories.min.js",
-                                      f"{_JS}/jquery-flot/jquery.flot.categories.js"],
-    "bootstrap.min.js": [f"{_JS}/bootstrap/js/bootstrap.min.js",
-                         f"{_JS}/bootstrap/js/bootstrap.js"],
-    "bootstrap.min.css": [f"{_JS}/bootstrap/css/bootstrap.min.css",
-                          f"{_JS}/bootstrap/css/bootstrap.css"],
-}
-# Optional libraries asv uses for table sorting, the regressions "ignore" key and bar
-# charts: harmless stand-ins when no local copy exists.
-SHIMS = {
-    "md5.min.js": (
-        "window.md5 = window.md5 || function (s) {  /* FNV-1a, not md5: ignore keys only */\n"
-        "  var h = 0x811c9dc5; s = String(s);\n"
-        "  for (var i = 0; i < s.length; i++) { h ^= s.charCodeAt(i);\n"
-        "    h = (h + ((h << 1) + (h << 4) + (h << 7) + (h << 8) + (h << 24))) >>> 0; }\n"
-        "  return ('00000000' + h.toString(16)).slice(-8);\n};\n"),
-    "stupidtable.min.js": (
-        "(function ($) { $.fn.stupidtable = $.fn.stupidtable || function () { return this; };"
-        "\n})(jQuery);\n"),
-    "jquery.flot.orderBars.js": "/* orderBars: not needed for asv's line plots */\n",
-}
-
-
-FLOT4_CSS = """\
-.legendLayer .background { fill: rgba(255, 255, 255, 0.85); stroke: rgba(0, 0, 0, 0.85);
-                           stroke-width: 1; }
-.legendLayer text { fill: #333; }
-"""
-
-
-def load_asv_conf(path):
-    text = pathlib.Path(path).read_text()
-    text = re.sub(r"^\s*//.*$", "", text, flags=re.M)  # asv allows // comment lines
-    return json.loads(text)
-
-
-def localize(html_dir):
-    """Point index.html's CDN scripts/styles at local copies; return {name: source}."""
-    html_dir = pathlib.Path(html_dir)
-    index = html_dir / "index.html"
-    text = index.read_text()
-    vendor = html_dir / "vendor"
-    vendor.mkdir(exist_ok=True)
-    used = {}
-
-    def replace(match):
-        attr, url = match.group(1), match.group(2)
-        name = url.rsplit("/", 1)[-1]
-        target = vendor / name
-        for candidate in LOCAL_LIBS.get(name, []):
-            if os.path.exists(candidate):
-                shutil.copyfile(candidate, target)
-                used[name] = candidate
-                break
-        else:
-            if name in SHIMS:
-                target.write_text(SHIMS[name])
-                used[name] = "shim"
-            else:
-                used[name] = url  # no local copy: keep the CDN
-                return match.group(0)
-        return f'{attr}="vendor/{name}"'
-
-    # src="https://..." / href="https://..."; drop integrity/crossorigin (local files differ)
-    text = re.sub(r'(src|href)="(https?://[^"]+\.(?:js|css))"', replace, text)
-    text = re.sub(r'\s+integrity="[^"]*"', "", text)
-    text = re.sub(r'\s+crossorigin="[^"]*"', "", text)
-    if "jquery-flot/" in used.get("jquery.flot.min.js", ""):
-        # Debian ships Flot 4, which draws axis labels itself (asv's own axislabels plugin
-        # for Flot 0.8 would draw them twice) and styles its SVG legend with CSS.
-        text = re.sub(r'<script[^>]*src="jquery\.flot\.axislabels\.js"[^>]*>\s*</script>',
-                      "", text)
-        (vendor / "flot4-compat.css").write_text(FLOT4_CSS)
-        text = text.replace("</head>",
-                            '    <link href="vendor/flot4-compat.css" rel="stylesheet" '
-                            'type="text/css"/>\n  </head>', 1)
-        used["flot4-compat.css"] = "written (Flot 4 legend style)"
-    index.write_text(text)
-    return used
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-def serve(directory):
-    handler = functools.partial(_Quiet, directory=str(directory))
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+from fastxent.bench.dashboard import load_asv_conf, localize, serve  # noqa: E402
 
 
 def find_chromium(explicit=None):
