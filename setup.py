@@ -63,10 +63,24 @@ UNIX_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=fast", "-fno-trapping-mat
 MSVC_FLAGS = ["/O2", "/fp:precise"]
 
 
-def _warn(msg):
+#: Why the compiled kernels were skipped, kept with the package: pip hides a successful
+#: build's output, so ``python -m fastxent info`` (cython_.why_unavailable) reads the cause
+#: from here.
+BUILD_STATUS = os.path.join(HERE, "src", "fastxent", "_data", "build_status.json")
+
+
+def _record(skipped_because=None):
+    import json
+    with open(BUILD_STATUS, "w") as f:
+        json.dump({"cython_skipped": skipped_because}, f)
+
+
+def _warn(msg, skipped=True):
     bar = "*" * 78
     sys.stderr.write(f"\n{bar}\nfastxent: {msg}\n{bar}\n\n")
     warnings.warn(f"fastxent: {msg}")
+    if skipped:
+        _record(msg)
 
 
 # ----------------------------------------------------------------------- OpenMP probe
@@ -129,7 +143,7 @@ class OptionalBuildExt(build_ext):
         omp = None if _env_flag("FASTXENT_NO_OPENMP") else openmp_flags(self.compiler)
         if omp is None:
             _warn("no working OpenMP found (or FASTXENT_NO_OPENMP set): building the cython "
-                  "backend serial; n_threads will be ignored.")
+                  "backend serial; n_threads will be ignored.", skipped=False)
         for ext in self.extensions:
             if ctype == "msvc":
                 cflags = list(MSVC_FLAGS)
@@ -236,4 +250,5 @@ def extensions():
 
 
 generate()  # before setuptools collects the package: _numba_loops.py is part of it
+_record(None)  # an extension that fails later (extensions(), build_ext) records why
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -347,3 +347,31 @@ def test_ctrl_c_stops_a_long_call_between_blocks(backend):
         assert np.isfinite(g[0, 0]), "stopped inside a block, not between blocks"
     value, grad = loss.loss_gradient(t[:8], x[:8, :4])
     assert value == pytest.approx(8 * np.log(4)) and grad[0, 0] == pytest.approx(-0.75)
+
+
+def test_info_names_why_the_build_skipped_the_extension():
+    # pip hides a successful build's output: setup.py records why it skipped the extension
+    # (e.g. Cython missing in a --no-build-isolation developer install) and info says so.
+    import json
+    import pathlib
+
+    import fastxent
+    status = pathlib.Path(fastxent.__file__).parent / "_data" / "build_status.json"
+    old = status.read_text() if status.exists() else None
+    code = ("import sys; sys.modules['fastxent._backends._cython._kernels'] = None;"
+            "from fastxent._backends import cython_; print(cython_.why_unavailable())")
+    try:
+        status.write_text(json.dumps({"cython_skipped": "Cython is not installed"}))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60)
+        assert "the build skipped it: Cython is not installed" in out.stdout, out.stderr
+        assert "pip install cython" in out.stdout
+        status.write_text(json.dumps({"cython_skipped": None}))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60)
+        assert "could not be imported" in out.stdout and "skipped" not in out.stdout
+    finally:
+        if old is None:
+            status.unlink()
+        else:
+            status.write_text(old)

@@ -25,6 +25,15 @@ except Exception as exc:  # ImportError, or a broken binary: report, never raise
     _ext = None
     _REASON = (f"the compiled extension fastxent._backends._cython._kernels could not be "
                f"imported ({type(exc).__name__}: {exc}); {FIX}")
+    try:  # the cause setup.py recorded when it skipped the build (pip hides its output)
+        import json
+        import pathlib
+        _why = json.loads((pathlib.Path(__file__).parents[1] / "_data" / "build_status.json")
+                          .read_text()).get("cython_skipped")
+    except (OSError, ValueError):
+        _why = None
+    if _why:
+        _REASON = f"the build skipped it: {_why} ({FIX})"
     run = None
 else:
     _REASON = ""
