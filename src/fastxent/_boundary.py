@@ -36,6 +36,7 @@ class _Problem:
     rs = sw = loss_out = gradient_out = lse_out = hessian_out = user_x = None
     grad_loss = 1.0
     x_is_view = False
+    names = ("labels", "logits")  # the user's argument names, for diagnostics
     y = t = cw = ignore_index = None
     eps = z = softcap = 0.0
     family = None
@@ -642,7 +643,7 @@ def softmax_problem(kind, labels, logits, axis, opts, *, sample_weight=None, gra
     x = _logits(p, logits, axis, xname)
     C = x.shape[1]
     p.reduction, p.backend, p.n_threads = opts.reduction, opts.backend, opts.n_threads
-    p.check = check_mode(opts.check)
+    p.check, p.names = check_mode(opts.check), opts.names
     p.eps, p.z, p.softcap = opts.eps, opts.z, opts.softcap
     if opts.class_weight is not None:
         p.cw = opts.weights("class_weight", opts.class_weight, C, x.dtype)
@@ -697,7 +698,7 @@ def sigmoid_problem(labels, logits, opts, *, sample_weight=None, grad_loss=None,
     p = Sigmoid()
     p.x, p.shape, p.axis, p.lead, p.out_dtype = x, shape, max(len(shape) - 1, 0), shape[:-1], \
         x.dtype
-    p.reduction, p.check = opts.reduction, check_mode(opts.check)
+    p.reduction, p.check, p.names = opts.reduction, check_mode(opts.check), opts.names
     p.backend, p.n_threads, p.user_x = opts.backend, opts.n_threads, logits
     p.x_is_view = isinstance(logits, np.ndarray) and np.may_share_memory(x, logits)
     p.y, p.eps = y, opts.eps

@@ -4,10 +4,11 @@ The kernels count, per call, rows whose logits look like probabilities (every va
 [0, 1] and the row summing to 1 within ``prob_tol``), rows holding NaN or +inf logits (or
 -inf under a target: -inf on a class with target 0 is the documented way to mask it), and
 dense label rows holding NaN, negative entries, entries above 1, or not summing to 1; the
-sigmoid kernels count logits inside [0, 1]. The boundary's ``check`` mode turns the counts
-into an :class:`InputWarning` ("warn"), a ValueError with the same text ("raise"), or
-nothing ("off"). Each message names the argument, what was seen, the first offending row,
-and the fix.
+sigmoid kernels count logits inside (0, 1] (not [0, 1]: the all-zero logits of a
+zero-initialised model are not sigmoid outputs, which are never 0). The boundary's ``check``
+mode turns the counts into an :class:`InputWarning` ("warn"), a ValueError with the same
+text ("raise"), or nothing ("off"). Each message names the argument, what was seen, the
+first offending row, and the fix.
 
 Tolerances. A softmax output in a float format with unit roundoff u sums to 1 within about
 C u (each of the C values rounded once, plus the sum): float32 rows of 32768 classes within
@@ -18,6 +19,8 @@ logits all inside [0, 1] whose rows sum to 1 that closely do not occur in practi
 the same tolerance for "does not sum to 1".
 """
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -69,46 +72,62 @@ def messages(p, status):
     """The texts of what a call's counts say, in order of seriousness."""
     d, f = status.diag, status.first
     n = p.n_rows
+    lname, xname = p.names
     out = []
     if d["nonfinite_rows"]:
         out.append(
-            f"{d['nonfinite_rows']} of {n} rows of logits hold NaN or +inf (or -inf on a class "
+            f"{d['nonfinite_rows']} of {n} rows of {xname} hold NaN or +inf (or -inf on a class "
             f"with a nonzero target), first row [{_where(p, f['nonfinite_rows'])}]: their "
-            f"losses and gradients are NaN or inf; find where the logits overflow (a "
+            f"losses and gradients are NaN or inf; find where the {xname} overflow (a "
             f"learning rate too high, a log of 0), or mask a class with -inf only where its "
             f"target is 0")
     if p.kind == "sigmoid":
         size = p.x.size
         if size and d["unit_elems"] == size and size >= 2:
             out.append(
-                f"all {size} logits lie in [0, 1]: they look like sigmoid outputs "
+                f"all {size} values of {xname} lie in (0, 1]: they look like sigmoid outputs "
                 f"(probabilities), not logits; pass the values before the sigmoid, or use "
                 f"binary_crossentropy(..., from_logits=False)")
     elif n and d["prob_rows"] == n and p.n_classes >= 2:
         out.append(
-            f"all {n} rows of logits lie in [0, 1] and sum to 1 within "
+            f"all {n} rows of {xname} lie in [0, 1] and sum to 1 within "
             f"{tolerance(p.n_classes, getattr(p.user_x, 'dtype', p.x.dtype)):.0e}: they look "
             f"like softmax outputs (probabilities), not logits; pass the values before the "
             f"softmax, or use from_logits=False (categorical_crossentropy)")
     if p.kind == "dense":
         if d["nan_label_rows"]:
-            out.append(f"{d['nan_label_rows']} rows of labels hold NaN, first row "
-                       f"[{_where(p, f['nan_label_rows'])}]; their losses are NaN")
+            out.append(f"{d['nan_label_rows']} of {n} rows of {lname} hold NaN, first row "
+                       f"[{_where(p, f['nan_label_rows'])}]: their losses and gradients are "
+                       f"NaN; find where the {lname} are made (a division by a zero sum?), "
+                       f"or drop those rows")
         if d["neg_label_rows"]:
-            out.append(f"{d['neg_label_rows']} rows of labels have negative entries, first row "
-                       f"[{_where(p, f['neg_label_rows'])}]: labels must be a distribution "
-                       f"(one-hot or probabilities)")
+            out.append(f"{d['neg_label_rows']} of {n} rows of {lname} have negative entries, "
+                       f"first row [{_where(p, f['neg_label_rows'])}]: {lname} must be a "
+                       f"distribution; pass one-hot or probability {lname} (entries in "
+                       f"[0, 1] summing to 1)")
         if d["big_label_rows"] and d["big_label_rows"] == n:
-            out.append(f"every row of labels has entries above 1: they look like logits, "
-                       f"not a distribution; pass one-hot or probability labels (softmax "
-                       f"them first if they are scores)")
+            out.append(f"every one of the {n} rows of {lname} has entries above 1: they look "
+                       f"like logits, not a distribution; pass one-hot or probability "
+                       f"{lname} (softmax them first if they are scores)")
         elif d["sum_label_rows"]:
             out.append(
-                f"{d['sum_label_rows']} of {n} rows of labels do not sum to 1 (first row "
+                f"{d['sum_label_rows']} of {n} rows of {lname} do not sum to 1 (first row "
                 f"[{_where(p, f['sum_label_rows'])}]); fastxent's gradient is right for any "
-                f"label mass, but labels are most likely meant to be a distribution: "
+                f"label mass, but {lname} are most likely meant to be a distribution: "
                 f"normalise them, or pass check='off' if the mass is deliberate")
     return out
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(text):
+    """Issue an InputWarning attributed to the first caller outside fastxent (the depth of
+    fastxent's own frames differs between entry points)."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2: the caller of warn()
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(text, InputWarning, stacklevel=level)
 
 
 def report(p, status):
@@ -119,7 +138,7 @@ def report(p, status):
     text = "fastxent: " + "; ".join(texts)
     if p.check == "raise":
         raise ValueError(text)
-    warnings.warn(text, InputWarning, stacklevel=5)
+    warn(text)
 
 
 def empty_mean(p):
@@ -131,4 +150,4 @@ def empty_mean(p):
             f"check the labels and weights of this batch")
     if p.check == "raise":
         raise ValueError(text)
-    warnings.warn(text, InputWarning, stacklevel=5)
+    warn(text)

@@ -35,8 +35,7 @@ def _check_probabilities(y_pred, check):
                 f"probabilities; pass from_logits=True")
         if mode == "raise":
             raise ValueError(text)
-        import warnings
-        warnings.warn(text, _diagnostics.InputWarning, stacklevel=3)
+        _diagnostics.warn(text)
 
 
 def _probabilities(y_pred, axis, check, renormalise=True):

@@ -627,7 +627,7 @@ def sigmoid_row(A, S, i, scratch, cnt):
         bad = False
         for c in range(x.shape[1]):
             xc = xi[c]
-            if 0 <= xc <= 1:
+            if 0 < xc <= 1:
                 unit += 1
             if not (xc - xc == 0) and not (xc == -_INF and yi[c] == 0) and \
                     not (xc == _INF and yi[c] == 1):

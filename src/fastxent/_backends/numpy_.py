@@ -310,7 +310,7 @@ def _check_softmax(call, x, wy, d):
 
 def _check_sigmoid(call, x, values):
     diag, first = dict.fromkeys(DIAG, 0), dict.fromkeys(DIAG, -1)
-    unit = (x >= 0) & (x <= 1)
+    unit = (x > 0) & (x <= 1)  # all-zero logits (a zero-initialised model) are not outputs
     diag["unit_elems"] = int(np.count_nonzero(unit))
     first["unit_elems"] = _count(unit.any(axis=1))[1]
     diag["nonfinite_rows"], first["nonfinite_rows"] = _count(~np.isfinite(values).all(axis=1))

@@ -934,7 +934,7 @@ static double FN(sigmoid_rows)(const fxe_params *p, fxe_ssize r0, fxe_ssize r1, 
         if (p->check) {
             fxe_ssize unit = 0, bad = 0;
             for (fxe_ssize c = 0; c < C; c++) {
-                unit += x[c] >= 0 && x[c] <= 1;
+                unit += x[c] > 0 && x[c] <= 1;
                 bad += !(x[c] - x[c] == 0) && !(x[c] == -INFINITY && y[c] == 0)
                        && !(x[c] == INFINITY && y[c] == 1);
             }
