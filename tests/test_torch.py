@@ -123,6 +123,29 @@ def test_cross_entropy_no_grad_and_noncontiguous():
     _close(ga, gb, torch.float64)
 
 
+def test_repeated_backward():
+    # the gradient is handed over to a leaf's first backward and recomputed for the next
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, requires_grad=True)
+    h = torch.randn(4, 3, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 0])
+    W = torch.randn(5, 3, requires_grad=True)
+    for make, ref in ((lambda: fxt.cross_entropy(x, t), lambda: F.cross_entropy(x, t)),
+                      (lambda: fxt.cross_entropy(h * 2, t), lambda: F.cross_entropy(h * 2, t)),
+                      (lambda: fxt.binary_cross_entropy_with_logits(x, x.detach().sigmoid()),
+                       lambda: F.binary_cross_entropy_with_logits(x, x.detach().sigmoid())),
+                      (lambda: fxt.linear_cross_entropy(x, W, t),
+                       lambda: _ref_lce(x, W, t))):
+        loss = make()
+        first = torch.autograd.grad(loss, (x, h, W), retain_graph=True, allow_unused=True)
+        second = torch.autograd.grad(loss, (x, h, W), allow_unused=True)
+        expect = torch.autograd.grad(ref(), (x, h, W), allow_unused=True)
+        for a, b, c in zip(first, second, expect):
+            if c is not None:
+                _close(a, c, torch.float32)
+                _close(b, c, torch.float32)
+
+
 def test_cross_entropy_zero_copy():
     x = torch.randn(4, 6)
     t = torch.randint(0, 6, (4,))

@@ -138,8 +138,10 @@ def _softmax_obj(prob, weight, ignore_index, label_smoothing, reduction, dtype):
 
 def _ce_impl(input, target, weight, ignore_index, reduction, label_smoothing, need_grad):
     """(loss, unit gradient or None) of cross_entropy on CPU tensors, input ndim >= 2."""
-    for t, n in ((input, "input"), (target, "target"), (weight, "weight")):
-        _check_cpu(t, n)
+    if input.device.type != "cpu" or target.device.type != "cpu":
+        _check_cpu(input, "input")
+        _check_cpu(target, "target")
+    _check_cpu(weight, "weight")
     cdt = _compute_dtype(input)
     x = _np(input, cdt)
     prob = target.is_floating_point()
@@ -168,6 +170,26 @@ def _ce_target_grad_impl(input, weight, grad_output, reduction, label_smoothing)
 
 # ------------------------------------------------------------- softmax: eager and compiled
 
+def _keep_for_backward(ctx, grad, input, recompute):
+    """Save the forward pass's unit gradient. When ``input`` is a leaf, the first backward
+    hands it over (with no other reference left, autograd stores it as ``.grad`` without
+    the N x C clone it makes otherwise) and a later backward (``retain_graph``, gradcheck)
+    recomputes it; the leaf is alive anyway, so keeping it costs nothing. A non-leaf input
+    is not kept (its memory is freed after the forward pass); its gradient stays saved."""
+    ctx.grad = grad
+    ctx.recompute = recompute if input.is_leaf else None
+
+
+def _hand_over(ctx):
+    grad = ctx.grad
+    if ctx.recompute is None:
+        return grad
+    if grad is None:
+        return ctx.recompute()
+    ctx.grad = None
+    return grad
+
+
 class _CrossEntropyFn(torch.autograd.Function):
     """Eager route (fewer microseconds of dispatch than a custom op)."""
 
@@ -176,7 +198,8 @@ class _CrossEntropyFn(torch.autograd.Function):
         need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         loss, grad = _ce_impl(input, target, weight, ignore_index, reduction,
                               label_smoothing, need_x)
-        ctx.grad = grad
+        _keep_for_backward(ctx, grad, input, lambda: _ce_impl(
+            input, target, weight, ignore_index, reduction, label_smoothing, True)[1])
         ctx.options = (reduction, label_smoothing)
         if need_y:
             ctx.save_for_backward(input, weight)
@@ -187,7 +210,7 @@ class _CrossEntropyFn(torch.autograd.Function):
         reduction, eps = ctx.options
         gx = gy = None
         if ctx.needs_input_grad[0]:
-            gx = _scale(ctx.grad, grad_output, reduction, eager=True)
+            gx = _scale(_hand_over(ctx), grad_output, reduction, eager=True)
         if ctx.needs_input_grad[1]:
             input, weight = ctx.saved_tensors
             gy = _ce_target_grad_impl(input, weight, grad_output, reduction, eps)
@@ -253,7 +276,10 @@ def _check_ce_args(input, target, weight, reduction, label_smoothing, ignore_ind
         raise ValueError("input must have at least 1 dimension (C,) or (N, C, d1, ...), "
                          f"got shape {tuple(input.shape)}")
     C = input.shape[1] if input.dim() > 1 else input.shape[0]
-    if target.is_floating_point():
+    if (input.dim() > 1 and target.dtype == torch.int64 and
+            target.shape == input.shape[:1] + input.shape[2:]):
+        pass  # the common case, checked cheaply
+    elif target.is_floating_point():
         if ignore_index != -100:
             raise ValueError(f"ignore_index={ignore_index} is not supported for floating point "
                              f"(class probability) target, as in PyTorch")
@@ -412,7 +438,9 @@ class _BCEFn(torch.autograd.Function):
     def forward(ctx, input, target, weight, pos_weight, reduction):
         loss, grad = _bce_impl(input, target, weight, pos_weight, reduction,
                                ctx.needs_input_grad[0])
-        ctx.grad, ctx.reduction = grad, reduction
+        ctx.reduction = reduction
+        _keep_for_backward(ctx, grad, input, lambda: _bce_impl(
+            input, target, weight, pos_weight, reduction, True)[1])
         if ctx.needs_input_grad[1]:
             ctx.save_for_backward(input, target, weight, pos_weight)
         return loss
@@ -421,7 +449,7 @@ class _BCEFn(torch.autograd.Function):
     def backward(ctx, grad_output):
         gx = gy = None
         if ctx.needs_input_grad[0]:
-            gx = _bce_scale(ctx.grad, grad_output, ctx.reduction, eager=True)
+            gx = _bce_scale(_hand_over(ctx), grad_output, ctx.reduction, eager=True)
         if ctx.needs_input_grad[1]:
             input, target, weight, pos_weight = ctx.saved_tensors
             gy = _bce_target_grad_impl(input, target, weight, pos_weight, grad_output,
@@ -629,7 +657,12 @@ class _LinearCEFn(torch.autograd.Function):
         if reduction == "none":
             ctx.save_for_backward(input, linear_weight, target, linear_bias, weight, saved)
         else:
+            # the parameters are leaves: hand the gradients over (no clone into .grad);
+            # another backward pass recomputes them (the inputs are small: N x D, C x D)
             ctx.grads = saved
+            ctx.recompute = lambda: _lce_impl(input, linear_weight, target, linear_bias,
+                                              weight, ignore_index, reduction,
+                                              label_smoothing, want)[1]
         return loss
 
     @staticmethod
@@ -640,7 +673,9 @@ class _LinearCEFn(torch.autograd.Function):
             gx, gw, gb = _lce_backward_impl(input, W, target, b, weight, lse, grad_output,
                                             ignore_index, eps, want)
         else:
-            gx, gw, gb = _scale_all(ctx.grads, grad_output, eager=True)
+            grads = ctx.grads if ctx.grads is not None else ctx.recompute()
+            ctx.grads = None
+            gx, gw, gb = _scale_all(grads, grad_output, eager=True)
         return gx, gw, None, gb, None, None, None, None
 
 
