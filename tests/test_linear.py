@@ -354,3 +354,24 @@ def test_docstring_examples():
         warnings.simplefilter("error")
         result = doctest.testmod(linear_module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_fortran_grad_weight_out_is_accumulated_in_place(backend):
+    _, x, w, _, t = _data()
+    loss_obj = LinearSoftmaxCrossEntropy(chunk_size=5, backend=backend)
+    want = loss_obj.loss_gradient(t, x, w)
+    gw = np.full((D, V), 3.0).T  # Fortran-ordered (V, D): BLAS's own layout, no copy
+    got = loss_obj.loss_gradient(t, x, w, grad_weight_out=gw)
+    assert got[2] is gw
+    _close(gw, want[2], np.float64)
+
+
+def test_without_scipy_blas_the_numpy_path_agrees(backend, dtype, monkeypatch):
+    rng, x, w, b, t = _data(dtype)
+    loss_obj = LinearSoftmaxCrossEntropy(chunk_size=6, backend=backend)
+    want = loss_obj.loss_gradient(t, x, w, b)
+    from fastxent import _linear
+    monkeypatch.setattr(_linear, "_GEMM", {np.dtype(dtype): None})
+    got = loss_obj.loss_gradient(t, x, w, b)
+    for g, e in zip(got, want):
+        _close(g, e, dtype)

@@ -19,6 +19,8 @@ COMMANDS = {
     "warmup": ("fastxent.bench.warmup", "compile and cache the Numba kernels ahead of time"),
     "fitbench": ("fastxent.bench.fit", "SoftmaxRegression against scikit-learn's "
                                        "LogisticRegression (needs fastxent[sklearn])"),
+    "linbench": ("fastxent.bench.linear", "fused linear + cross-entropy against its GEMMs and "
+                                          "PyTorch: time and peak memory"),
     "dashboard": ("fastxent.bench.dashboard", "the asv dashboard as a page that works offline "
                                               "(--output DIR, --serve)"),
     "demo": ("fastxent.sklearn._demo", "train SoftmaxRegression on digits next to "

@@ -3,20 +3,19 @@ N x V logits.
 
 Rows are processed in chunks. Per chunk of ``m`` rows, one reusable (m, V) buffer receives
 the chunk's logits (a BLAS GEMM, plus the bias), the fused kernel of the plain softmax loss
-turns them into d loss / d logits in place, and while they are in cache two more GEMMs take
-the gradients: ``grad_inputs[rows] = dZ @ W`` and ``grad_weight += dZ.T @ x`` (BLAS with
-``beta = 1``: accumulated without a temporary), ``grad_bias += column sums of dZ``. Every
-option of the plain loss comes with it, because each chunk *is* a plain-loss problem
-(``_boundary.Linear.chunk``); reductions are global: the mean's denominator is computed from
-the labels and weights of all rows first and passed to every chunk as the gradient's scale.
-The extra memory is the chunk buffer (about ``m V`` values) and nothing of size N x V.
+turns them into d loss / d logits in place, and two more GEMMs take the gradients:
+``grad_inputs[rows] = dZ @ W`` and ``[grad_weight, grad_bias] += dZ.T @ [x, 1]`` (BLAS with
+``beta = 1``: accumulated without a temporary; the bias gradient is the column the ones
+add). Every option of the plain loss comes with it, because each chunk *is* a plain-loss
+problem (``_boundary.Linear.chunk``); reductions are global: the mean's denominator is
+computed from the labels and weights of all rows first and passed to every chunk as the
+gradient's scale. The extra memory is the chunk buffer (``m V`` values), nothing N x V.
 
-Chunk size. The GEMM into ``grad_weight`` has inner dimension ``m``, and it reads and writes
-the whole (V, D) ``grad_weight`` once per chunk, so ``m`` must not be small; the chunk's
-logits should stay in cache between the kernel and the two GEMMs that read them, so ``m V``
-must not be large. ``m`` is the larger of ``_MIN_ROWS`` and what fits ``_CACHE_BYTES`` (with
-the chunk's inputs), at most what fits ``_MAX_BYTES``; measured in
-``python -m fastxent linbench``.
+Chunk size. A chunk of ``m`` rows costs one read of ``weight`` per GEMM that uses it and one
+read and write of ``grad_weight``; its logits cost a write, the kernel's read and write, and
+a read per backward GEMM. When ``weight`` is small (fits ``_CACHE_BYTES``) the chunk is sized
+to stay in cache (an estimator's X is then read from memory once per evaluation); when it is
+large, the weight traffic dominates and the chunk is as large as ``_MAX_BYTES`` allows.
 """
 
 import numpy as np
@@ -24,17 +23,19 @@ import numpy as np
 from . import _backends, _engine, _plan
 from . import _boundary as B
 
-#: Chunk logits + inputs that stay cache-friendly (the chunk of a narrow problem).
+#: A narrow problem (weight within this) is chunked so that a chunk's logits and inputs stay
+#: in cache between the GEMMs and the kernel.
 _CACHE_BYTES = 4 << 20
-#: Rows below which the grad_weight GEMM (inner dimension = rows) loses its efficiency.
-_MIN_ROWS = 128
-#: Largest chunk buffer (bounds the memory of wide problems).
-_MAX_BYTES = 64 << 20
-#: float32 column sums (the bias gradient) are taken over blocks of this many rows in BLAS and
-#: the block sums added in float64 (a single float32 sum over 10^5 rows loses ~3 digits).
-_SUM_BLOCK = 128
+#: A wide problem streams weight and grad_weight from memory once per chunk (two GEMMs read
+#: W, one reads and writes grad_weight): few chunks, as large as this buffer allows. At
+#: 2048 x 128 x 65536 float32 on 2 cores, 512-row chunks (128 MiB) ran the GEMMs within 3%
+#: of unchunked ones, 128-row chunks 1.45x slower (python -m fastxent linbench).
+_MAX_BYTES = 128 << 20
+#: Fewest rows per chunk (GEMMs with a smaller inner or outer dimension lose efficiency).
+_MIN_ROWS = 64
 
 _GEMM = {}
+_WANT_ALL = ("inputs", "weight", "bias")
 
 
 def _gemm(dtype):
@@ -49,17 +50,17 @@ def _gemm(dtype):
             gemm = None
         _GEMM[dtype] = gemm
         return gemm
-_WANT_ALL = ("inputs", "weight", "bias")
 
 
 def chunk_rows(n_rows, n_classes, n_features, itemsize, chunk_size=None):
     """Rows per chunk: ``chunk_size`` if given, else the rule in the module docstring."""
-    if chunk_size is not None:
-        return max(1, min(int(chunk_size), max(n_rows, 1)))
-    per_row = (n_classes + n_features) * itemsize
-    rows = max(_MIN_ROWS, _CACHE_BYTES // per_row)
-    rows = min(rows, max(1, _MAX_BYTES // (n_classes * itemsize)))
-    return max(1, min(rows, max(n_rows, 1)))
+    if chunk_size is None:
+        if n_classes * n_features * itemsize <= _CACHE_BYTES:
+            rows = _CACHE_BYTES // ((n_classes + n_features) * itemsize)
+        else:
+            rows = _MAX_BYTES // (n_classes * itemsize)
+        chunk_size = max(rows, _MIN_ROWS)
+    return max(1, min(int(chunk_size), n_rows))
 
 
 def check_chunk_size(chunk_size):
@@ -84,54 +85,68 @@ def check_wrt(wrt):
 
 
 # ------------------------------------------------------------------------------ GEMMs
+#
+# All three GEMMs go to SciPy's BLAS when it is there: one BLAS thread pool (NumPy bundles
+# another OpenBLAS, and the idle, spinning workers of one pool slowed the other's GEMMs by
+# 1.3x at 2 threads), and ``beta = 1`` accumulates into grad_weight without a temporary. A
+# C-ordered (n, k) array is the F-ordered (k, n) array its ``.T`` views, so every operand
+# below is passed without a copy. grad_weight is accumulated Fortran-ordered, (V, D) with V
+# the GEMM's M dimension: OpenBLAS ran that orientation 1.4x faster than (D, V).
 
 def _logits(lp, r0, r1, Z):
     """``Z = inputs[r0:r1] @ weight.T + bias``."""
     xc = lp.X[r0:r1]
+    gemm = None if lp.sparse else _gemm(Z.dtype)
     if lp.sparse:
         np.copyto(Z, (xc @ lp.W.T))
-    else:
+    elif gemm is None:
         np.matmul(xc, lp.W.T, out=Z)
+    else:  # Z.T (V, n) = W (V, D) @ xc.T (D, n)
+        W = lp.W
+        a, ta = (W.T, 1) if W.flags.c_contiguous else (W, 0)
+        gemm(1.0, a, xc.T, trans_a=ta, c=Z.T, overwrite_c=1)
     if lp.b is not None:
         Z += lp.b
 
 
 def _grad_inputs(lp, Z, out):
     """``out = Z @ weight`` (the rows of grad_inputs)."""
-    if out.dtype == Z.dtype and out.flags.c_contiguous:
-        np.matmul(Z, lp.W, out=out)
-    else:
+    gemm = _gemm(Z.dtype)
+    if not (out.dtype == Z.dtype and out.flags.c_contiguous):
         out[...] = Z @ lp.W
+    elif gemm is None:
+        np.matmul(Z, lp.W, out=out)
+    else:  # out.T (D, n) = W.T (D, V) @ Z.T (V, n)
+        W = lp.W
+        a, ta = (W.T, 0) if W.flags.c_contiguous else (W, 1)
+        gemm(1.0, a, Z.T, trans_a=ta, c=out.T, overwrite_c=1)
 
 
-def _accumulate_weight(lp, r0, r1, Z, GW):
-    """``GW += Z.T @ inputs[r0:r1]`` without a (V, D) temporary: BLAS gemm with beta = 1 on
-    the Fortran views (GW (V, D) C-order is GW.T (D, V) F-order)."""
+def _accumulate(lp, r0, r1, Z, acc, xa, want_w):
+    """``acc += Z.T @ operand``, the operand the chunk's inputs (grad_weight), a column of
+    ones (grad_bias) or both side by side in ``xa``; ``acc`` (V, D), (V, 1) or (V, D + 1),
+    Fortran-ordered."""
+    n = r1 - r0
     xc = lp.X[r0:r1]
+    D = xc.shape[1]
     if lp.sparse:
-        GW += (xc.T @ Z).T
+        if want_w:
+            acc[:, :D] += (xc.T @ Z).T
+        if acc.shape[1] > D * want_w:
+            acc[:, -1] += Z.sum(axis=0)
         return
+    if xa is not None:
+        op = xa[:n]
+        if want_w:
+            op[:, :D] = xc
+    else:
+        op = xc
     gemm = _gemm(Z.dtype)
     if gemm is None:
-        GW += Z.T @ xc
+        acc += Z.T @ op
         return
-    # GW.T (D, V) += xc.T (D, m) @ Z (m, V); xc.T and Z.T are F-contiguous views: no copies
-    out = gemm(1.0, xc.T, Z.T, beta=1.0, c=GW.T, trans_b=1, overwrite_c=1)
-    if not np.shares_memory(out, GW):  # never expected: f2py copied the buffer
-        GW[...] = out.T
-
-
-def _column_sums(Z, ones, acc):
-    """``acc += Z.sum(axis=0)``: BLAS matrix-vector products, float64 across blocks."""
-    n = Z.shape[0]
-    if Z.dtype == np.float64 or n <= _SUM_BLOCK:
-        acc += ones[:n] @ Z
-        return
-    nb = n // _SUM_BLOCK
-    head = np.matmul(ones[:_SUM_BLOCK], Z[:nb * _SUM_BLOCK].reshape(nb, _SUM_BLOCK, -1))
-    acc += head.sum(axis=0, dtype=np.float64)
-    if nb * _SUM_BLOCK < n:
-        acc += ones[:n - nb * _SUM_BLOCK] @ Z[nb * _SUM_BLOCK:]
+    # acc (V, k) F += Z.T (V, n) F @ op (n, k): op.T is (k, n) F, transposed back
+    gemm(1.0, Z.T, op.T, trans_b=1, beta=1.0, c=acc, overwrite_c=1)
 
 
 # ------------------------------------------------------------------------------ kernels
@@ -210,19 +225,24 @@ def run(lp, chunk_size=None, op="fused", wrt=_WANT_ALL):
 
     values = _per_row_buffer(lp, lp.loss_out) if (none and want_loss) else None
     lse_buf = _per_row_buffer(lp, lp.lse_out) if lp.lse_out is not None else None
-    GX = GW = gb = None
+    GX = None
     if grads and "inputs" in wrt:
         GX = lp.grad_inputs_out if lp.grad_inputs_out is not None else \
             np.empty(lp.X.shape, dtype)
-    if grads and "weight" in wrt:
+    want_w = grads and "weight" in wrt
+    want_b = grads and "bias" in wrt and lp.b is not None
+    acc = xa = None
+    if want_w or want_b:
+        k = D * want_w + want_b
         out = lp.grad_weight_out
-        GW = out if (out is not None and out.dtype == dtype and out.flags.c_contiguous) \
-            else np.empty((V, D), dtype)
-        GW.fill(0)
-    if grads and "bias" in wrt and lp.b is not None:
-        gb = np.zeros(V, np.float64)
-    ones = np.ones(min(m, max(N, 1)), dtype) if gb is not None else None
-
+        if not want_b and out is not None and out.dtype == dtype and out.flags.f_contiguous:
+            acc = out  # accumulated where the caller wants it
+        else:
+            acc = np.empty((V, k), dtype, order="F")
+        acc.fill(0)
+        if want_b and not lp.sparse:
+            xa = np.empty((min(m, N), k), dtype)  # the chunk's inputs and a column of ones
+            xa[:, -1] = 1
     buf = np.empty((min(m, N), V), dtype)
     statuses = []
     for r0 in range(0, N, m):
@@ -237,10 +257,8 @@ def run(lp, chunk_size=None, op="fused", wrt=_WANT_ALL):
             lse_in=None if lp.lse is None else lp.lse[r0:r1]))
         if GX is not None:
             _grad_inputs(lp, Z, GX[r0:r1])
-        if GW is not None:
-            _accumulate_weight(lp, r0, r1, Z, GW)
-        if gb is not None:
-            _column_sums(Z, ones, gb)
+        if acc is not None:
+            _accumulate(lp, r0, r1, Z, acc, xa, want_w)
     total = _finish_chunks(rows, statuses, m)
 
     loss = None
@@ -253,16 +271,17 @@ def run(lp, chunk_size=None, op="fused", wrt=_WANT_ALL):
             loss = _reduced(lp, total, denom)
     if lse_buf is not None:
         _finish_row_buffer(lp.lse_out, lse_buf)
-    if GW is not None and lp.grad_weight_out is not None and GW is not lp.grad_weight_out:
-        np.copyto(lp.grad_weight_out, GW, casting="unsafe")
-        GW = lp.grad_weight_out
-    if gb is not None:
-        out = lp.grad_bias_out
-        if out is not None:
-            np.copyto(out, gb, casting="unsafe")
-            gb = out
-        else:
-            gb = gb.astype(dtype)
+    GW = gb = None
+    if want_w:
+        GW = acc if acc is lp.grad_weight_out else acc[:, :D]
+        if lp.grad_weight_out is not None and GW is not lp.grad_weight_out:
+            np.copyto(lp.grad_weight_out, GW, casting="unsafe")
+            GW = lp.grad_weight_out
+    if want_b:
+        gb = acc[:, -1]
+        if lp.grad_bias_out is not None:
+            np.copyto(lp.grad_bias_out, gb, casting="unsafe")
+            gb = lp.grad_bias_out
     if lp.sparse and GX is not None:
         GX = np.asarray(GX)
     return loss, GX, GW, gb
