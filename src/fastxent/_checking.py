@@ -4,7 +4,7 @@ from . import _boundary, _config
 
 
 def set_check(mode):
-    """Set the process-wide diagnostics mode: "off", "warn" (the default) or "raise"
+    """Set the process-wide diagnostics mode: "off" (the default), "warn" or "raise"
     (None restores the default; ``FASTXENT_CHECK`` sets it from the environment)."""
     _config.set_global("check", None if mode is None else _boundary.check_mode(mode))
 

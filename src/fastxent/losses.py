@@ -33,7 +33,7 @@ _COMMON_PARAMS = """
     check : {None, "off", "warn", "raise"}
         Diagnostics of the values (logits that look like probabilities, NaN/inf, labels that
         are not a distribution, a mean over nothing); None uses ``fastxent.set_check`` /
-        ``FASTXENT_CHECK`` (default "warn"). See :class:`fastxent.InputWarning`.
+        ``FASTXENT_CHECK`` (default "off"). See :class:`fastxent.InputWarning`.
     backend : {None, "auto", "numpy", "numba", "cython"}, optional
         Kernel backend; None uses the configured default (see :func:`fastxent.explain`).
     n_threads : int, optional

@@ -29,8 +29,8 @@ Deliberate differences from PyTorch (documented, tested):
 
 - A mean over nothing (every target ignored, or class weights of the kept targets summing to
   0) is 0 with a zero gradient; PyTorch returns NaN (0 / 0).
-- fastxent's value diagnostics (``fastxent.set_check``) apply: by default a warning
-  (:class:`fastxent.InputWarning`) for NaN/inf logits and other suspicious values.
+- fastxent's value diagnostics (``fastxent.set_check("warn")``) apply when turned on: a
+  warning (:class:`fastxent.InputWarning`) for NaN/inf logits and other suspicious values.
 """
 
 import functools
