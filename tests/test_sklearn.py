@@ -103,13 +103,14 @@ def test_float32_stays_float32_and_matches(data, solver, monkeypatch):
     X, y = _iris() if data == "iris" else _digits()
     ll_ref = _log_loss(_reference(X, y), X, y)
     seen = set()
-    original = fx.SparseSoftmaxCrossEntropy.loss_gradient
+    original = fx.LinearSoftmaxCrossEntropy.loss_gradient
 
-    def spy(self, labels, logits, *args, **kwargs):
-        seen.add(np.asarray(logits).dtype)
-        return original(self, labels, logits, *args, **kwargs)
+    def spy(self, labels, inputs, weight, *args, **kwargs):
+        seen.add(np.asarray(inputs).dtype)
+        seen.add(np.asarray(weight).dtype)
+        return original(self, labels, inputs, weight, *args, **kwargs)
 
-    monkeypatch.setattr(fx.SparseSoftmaxCrossEntropy, "loss_gradient", spy)
+    monkeypatch.setattr(fx.LinearSoftmaxCrossEntropy, "loss_gradient", spy)
     X32 = X.astype(np.float32)
     ours = SoftmaxRegression(tol=1e-6, max_iter=10_000, solver=solver).fit(X32, y)
     assert seen == {np.dtype(np.float32)}  # the N x C work never left float32
@@ -234,12 +235,11 @@ def test_label_smoothing_solves_the_smoothed_problem():
 
 # ------------------------------------------------------------ objective, gradient, Hessian
 
-def _objective(X, y, fit_intercept=True, l2=0.01, eps=0.0, weights=None, keep=True):
+def _objective(X, y, fit_intercept=True, l2=0.01, eps=0.0, weights=None):
     n_classes = int(y.max()) + 1
     w = np.full(len(y), 1 / len(y)) if weights is None else weights / weights.sum()
-    loss = fx.SparseSoftmaxCrossEntropy(reduction="none", label_smoothing=eps)
     return _Objective(X, y.astype(np.intp), w.astype(X.dtype), n_classes, fit_intercept, l2,
-                      loss, keep_logits=keep)
+                      label_smoothing=eps)
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])

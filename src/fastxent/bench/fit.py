@@ -6,6 +6,7 @@ alternation, and the table shows the median of ``--repeats`` fits each, the iter
 training log-loss of each and their relative difference, and the speed-up::
 
     python -m fastxent fitbench [--repeats 5] [--tol 1e-4] [--synthetic-rows N] [--threads N]
+                                [--datasets iris,digits,synthetic,make_classification]
 
 Datasets: iris, digits (pixels / 16), and a synthetic 100k x 50 x 10 problem drawn from a
 softmax model (``--synthetic-rows`` to change its size), in float32 and float64. Timings
@@ -48,13 +49,24 @@ def synthetic(n_samples, n_features=50, n_classes=10, seed=0):
     return X, y
 
 
-def datasets(n_synthetic):
-    X, y = load_iris(return_X_y=True)
-    yield "iris", X, y
-    X, y = load_digits(return_X_y=True)
-    yield "digits", X / 16.0, y
-    X, y = synthetic(n_synthetic)
-    yield f"synthetic {n_synthetic // 1000}k x 50 x 10", X, y
+DATASETS = ("iris", "digits", "synthetic", "make_classification")
+
+
+def datasets(n_synthetic, names=DATASETS[:3]):
+    if "iris" in names:
+        X, y = load_iris(return_X_y=True)
+        yield "iris", X, y
+    if "digits" in names:
+        X, y = load_digits(return_X_y=True)
+        yield "digits", X / 16.0, y
+    if "synthetic" in names:
+        X, y = synthetic(n_synthetic)
+        yield f"synthetic {n_synthetic // 1000}k x 50 x 10", X, y
+    if "make_classification" in names:
+        from sklearn.datasets import make_classification
+        X, y = make_classification(n_synthetic, 50, n_informative=30, n_classes=10,
+                                   random_state=0)
+        yield f"make_clf {n_synthetic // 1000}k x 50 x 10", X, y
 
 
 def objective(model, X, y, C):
@@ -83,13 +95,20 @@ def add_arguments(parser):
     parser.add_argument("--synthetic-rows", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=None,
                         help="cap BLAS and fastxent threads (default: leave as is)")
+    parser.add_argument("--datasets", default="iris,digits,synthetic",
+                        help=f"comma-separated subset of {','.join(DATASETS)} (the last: "
+                             f"make_classification(rows, 50, n_informative=30, n_classes=10, "
+                             f"random_state=0), issue 15's estimator target)")
     return parser
 
 
 def main(args):
-    if args.repeats < 1 or not args.tol > 0 or not args.C > 0 or args.synthetic_rows < 100:
-        print("fastxent fitbench: error: --repeats >= 1, --tol > 0, --C > 0 and "
-              "--synthetic-rows >= 100", file=sys.stderr)
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    if args.repeats < 1 or not args.tol > 0 or not args.C > 0 or args.synthetic_rows < 100 \
+            or not names or any(n not in DATASETS for n in names):
+        print(f"fastxent fitbench: error: --repeats >= 1, --tol > 0, --C > 0, "
+              f"--synthetic-rows >= 100 and --datasets a subset of {','.join(DATASETS)}",
+              file=sys.stderr)
         return 2
     with contextlib.ExitStack() as stack:
         if args.threads is not None:
@@ -108,7 +127,8 @@ def run(args):
             f"{'d obj':>9}")
     print(head)
     print("-" * len(head))
-    for name, X, y in datasets(args.synthetic_rows):
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    for name, X, y in datasets(args.synthetic_rows, names):
         obj_f64 = None
         for dtype in (np.float64, np.float32):
             Xd = np.ascontiguousarray(X, dtype=dtype)

@@ -15,6 +15,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from .. import linear as _linear
 from .. import losses as _losses
 from ._compat import compute_class_weight, validate_data
 
@@ -25,7 +26,6 @@ _SOLVERS = ("lbfgs", "newton-cg")
 # fastxent's own kernel threads between calls: on a loaded 2-core machine that made a digits
 # fit 40x slower (2 s instead of 0.05 s).
 _BLAS_SERIAL_BELOW = 1 << 22
-_SUM_BLOCK = 128
 
 
 class _Objective:
@@ -37,26 +37,30 @@ class _Objective:
         f(W, b) = sum_i w_i l_i(Z_i) + l2 / 2 ||W||^2,      l2 = 1 / (C sum(s))
         df/dW   = G^T X + l2 W,   df/db = sum_i G_i,        G = dF/dZ (one fused pass)
 
-    which is scikit-learn's ``LinearModelLoss`` objective for ``LogisticRegression`` (its
-    ``C sum_i s_i l_i + ||W||^2 / 2`` divided by ``C sum(s)``). The parameters are
-    ``[W.ravel(), b]`` with ``W`` of shape (n_classes, n_features).
+    which is scikit-learn's ``LogisticRegression`` objective (its ``C sum_i s_i l_i +
+    ||W||^2 / 2`` divided by ``C sum(s)``). The parameters are ``[W.ravel(), b]`` with ``W``
+    of shape (n_classes, n_features).
 
-    The N x C work stays in the data's dtype: only the coefficient-sized vectors that scipy
-    owns are float64. The logits buffer is reused for every evaluation and the gradient is
-    written over it (``gradient_out=logits``), so an evaluation allocates no N x C memory.
+    An evaluation is one :class:`fastxent.LinearSoftmaxCrossEntropy` pass over row blocks
+    of X: per block the logits (BLAS), the fused loss-and-gradient kernel in place, and
+    ``G^T [X, 1]`` (BLAS, accumulated) while the block is in cache, so X is read from memory
+    once per evaluation and the N x C logits are never held whole. The N x C work stays in
+    the data's dtype; only the coefficient-sized vectors that scipy owns are float64.
+    Per-example losses come back weighted (``reduction="none"``) and are summed in float64,
+    so float32 rounding does not accumulate over N rows (the line search compares objective
+    values that differ by ~1e-10 near the optimum).
     """
 
-    def __init__(self, X, y, weights, n_classes, fit_intercept, l2, loss, keep_logits):
+    def __init__(self, X, y, weights, n_classes, fit_intercept, l2, label_smoothing=0.0,
+                 backend=None, n_threads=None):
         self.X, self.y, self.weights = X, y, weights
         self.n_classes, self.n_features = n_classes, X.shape[1]
-        self.fit_intercept, self.l2, self.loss = fit_intercept, l2, loss
+        self.fit_intercept, self.l2 = fit_intercept, l2
+        options = dict(label_smoothing=label_smoothing, reduction="none", backend=backend,
+                       n_threads=n_threads)
+        self.loss = _linear.LinearSoftmaxCrossEntropy(**options)
+        self.plain = _losses.SparseSoftmaxCrossEntropy(**options)  # hessp, per row block
         self.dtype = X.dtype
-        n = X.shape[0]
-        self.logits = np.empty((n, n_classes), self.dtype)
-        self.ones = np.ones(n, self.dtype)
-        # Newton needs the logits again for Hessian products: the gradient gets its own buffer.
-        self.grad_buf = np.empty_like(self.logits) if keep_logits else self.logits
-        self.logits_at = None
         self.last = None  # (f, max |g|) of the latest evaluation, for the progress display
         self.n_evals = 0
 
@@ -65,74 +69,61 @@ class _Objective:
         W = w[:k].reshape(self.n_classes, self.n_features)
         return W, (w[k:] if self.fit_intercept else None)
 
-    def _xdot(self, W, b, out):
-        """``out = X W^T + b`` in the data's dtype."""
-        Wd = W.astype(self.dtype, copy=False)
-        if sp.issparse(self.X):
-            out[...] = self.X @ Wd.T
-        else:
-            np.matmul(self.X, Wd.T, out=out)
-        if b is not None:
-            out += b.astype(self.dtype, copy=False)
-        return out
+    def _params(self, w):
+        W, b = self.split(w)
+        return W.astype(self.dtype), (None if b is None else b.astype(self.dtype))
 
-    def _xtdot(self, G, W_part, out):
-        """Fill the flat float64 ``out`` with ``[G^T X + l2 W_part, sum_i G_i]``."""
+    def _flat(self, gW, gb, W, out):
+        """``out = [gW + l2 W, gb]`` (flat float64)."""
         k = self.n_classes * self.n_features
-        gW = (self.X.T @ G).T if sp.issparse(self.X) else G.T @ self.X
-        gW = np.asarray(gW).reshape(-1)
+        out[:k] = gW.reshape(-1) if gW.flags.c_contiguous else gW.ravel()
         if self.l2:
-            np.add(gW, self.l2 * W_part.reshape(-1), out=out[:k])
-        else:
-            out[:k] = gW
+            out[:k] += self.l2 * W.reshape(-1)
         if self.fit_intercept:
-            out[k:] = self._column_sums(G)
+            out[k:] = gb
         return out
-
-    def _column_sums(self, G):
-        """``G.sum(axis=0)`` in float64, as BLAS matrix-vector products.
-
-        ``G.sum(axis=0)`` walks the rows one by one (~7x slower). A single float32 ``ones @ G``
-        over 10^5 rows loses ~3 digits, which shows: float32 fits then stop ~2x farther from
-        the optimum. So float32 rows are summed in blocks of 128 by BLAS and the block sums
-        added in float64 (as fast, ~25x more accurate).
-        """
-        if self.dtype == np.float64:
-            return self.ones @ G
-        n, c = G.shape
-        nb = n // _SUM_BLOCK
-        tail = G[nb * _SUM_BLOCK:].sum(axis=0, dtype=np.float64)
-        if not nb:
-            return tail
-        head = np.matmul(self.ones[:_SUM_BLOCK], G[:nb * _SUM_BLOCK].reshape(nb, _SUM_BLOCK, c))
-        return head.sum(axis=0, dtype=np.float64) + tail
 
     def __call__(self, w):
-        W, b = self.split(w)
-        logits = self._xdot(W, b, self.logits)
-        # reduction="none" with sample_weight = w_i: per-row losses come back weighted and
-        # are summed in float64, so float32 rounding does not accumulate over N rows (the
-        # line search compares objective values that differ by ~1e-10 near the optimum).
-        values, G = self.loss.loss_gradient(self.y, logits, sample_weight=self.weights,
-                                            gradient_out=self.grad_buf)
+        Wd, bd = self._params(w)
+        values, _, gW, gb = self.loss.loss_gradient(self.y, self.X, Wd, bd,
+                                                    sample_weight=self.weights,
+                                                    wrt=("weight", "bias"))
         f = float(np.sum(values, dtype=np.float64))
+        W = self.split(w)[0]
         if self.l2:
             f += 0.5 * self.l2 * float(W.ravel() @ W.ravel())
-        g = self._xtdot(G, W, np.empty_like(w))
-        self.logits_at = w.copy() if self.grad_buf is not self.logits else None
+        g = self._flat(gW, gb, W, np.empty_like(w))
         self.last = (f, float(np.max(np.abs(g))) if g.size else 0.0)
         self.n_evals += 1
         return f, g
 
     def hessp(self, w, v):
-        """Hessian-vector product ``H v`` at ``w`` (Newton-CG / trust-region)."""
-        if self.logits_at is None or not np.array_equal(self.logits_at, w):
-            self(w)
-        V, vb = self.split(v)
-        Zv = self._xdot(V, vb, self.grad_buf)
-        HZ = self.loss.hessp(self.y, self.logits, Zv, sample_weight=self.weights,
-                             hessp_out=self.grad_buf)
-        return self._xtdot(HZ, V, np.empty_like(v))
+        """Hessian-vector product ``H v`` at ``w`` (Newton-CG / trust-region), over the same
+        row blocks: per block the logits at ``w``, ``X V^T + vb``, the loss's ``hessp`` in
+        place and ``HZ^T [X, 1]``, while the block is in cache."""
+        from .._linear import chunk_rows
+        Wd, bd = self._params(w)
+        Vd, vbd = self._params(v)
+        X, n, K = self.X, self.X.shape[0], self.n_classes
+        step = chunk_rows(n, K, self.n_features, self.dtype.itemsize)
+        Z = np.empty((min(step, n), K), self.dtype)
+        Zv = np.empty_like(Z)
+        gV = np.zeros((K, self.n_features), np.float64)
+        gb = np.zeros(K, np.float64)
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            xc, z, zv = X[r0:r1], Z[:r1 - r0], Zv[:r1 - r0]
+            np.copyto(z, xc @ Wd.T) if sp.issparse(X) else np.matmul(xc, Wd.T, out=z)
+            np.copyto(zv, xc @ Vd.T) if sp.issparse(X) else np.matmul(xc, Vd.T, out=zv)
+            if bd is not None:
+                z += bd
+                zv += vbd
+            hz = self.plain.hessp(self.y[r0:r1], z, zv, sample_weight=self.weights[r0:r1],
+                                  hessp_out=zv)
+            gV += (xc.T @ hz).T if sp.issparse(X) else hz.T @ xc
+            if bd is not None:
+                gb += hz.sum(axis=0, dtype=np.float64)
+        return self._flat(gV, gb, self.split(v)[0], np.empty_like(v))
 
 
 def _on_dask(*arrays):
@@ -182,9 +173,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     where :math:`\ell_i` is the softmax cross-entropy of example :math:`i` (with optional
     label smoothing), :math:`s_i` its sample weight times the class weight of its label, and
     the intercepts are not penalised -- exactly ``LogisticRegression``'s objective, so the
-    same ``C`` and ``tol`` give the same solution. Each objective evaluation is one BLAS
-    product for the logits, one fused loss-and-gradient pass of fastxent (in place, in the
-    data's dtype, multi-threaded) and one BLAS product for the coefficient gradient.
+    same ``C`` and ``tol`` give the same solution. Each objective evaluation is one pass of
+    :class:`fastxent.LinearSoftmaxCrossEntropy` over row blocks of ``X``: per block a BLAS
+    product for the logits, fastxent's fused loss-and-gradient kernel in place, and a BLAS
+    product for the coefficient gradient while the block is in cache (``X`` is read from
+    memory once per evaluation; the N x C logits are never held whole).
 
     Parameters
     ----------
@@ -341,11 +334,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             weights = np.full(n_samples, 1.0 / n_samples, dtype=dtype)
         l2 = 0.0 if np.isinf(self.C) else 1.0 / (self.C * sw_sum)
 
-        loss = _losses.SparseSoftmaxCrossEntropy(
-            label_smoothing=self.label_smoothing, reduction="none", backend=self.backend,
-            n_threads=self.n_threads)
-        objective = _Objective(X, y_enc, weights, n_classes, self.fit_intercept, l2, loss,
-                               keep_logits=self.solver == "newton-cg")
+        objective = _Objective(X, y_enc, weights, n_classes, self.fit_intercept, l2,
+                               self.label_smoothing, self.backend, self.n_threads)
 
         n_params = n_classes * (n_features + int(self.fit_intercept))
         w0 = np.zeros(n_params, dtype=np.float64)
