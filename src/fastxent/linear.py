@@ -195,7 +195,10 @@ class LinearSoftmaxCrossEntropy:
             ``reduction="none"`` (the gradients are then those of ``sum_i grad_loss_i
             loss_i``).
         grad_inputs_out, grad_weight_out, grad_bias_out : ndarray, optional
-            Receive the gradients (shapes of inputs, weight, bias; float32 or float64).
+            Receive the gradients (shapes of inputs, weight, bias; float32 or float64). A
+            Fortran-ordered ``grad_weight_out`` (e.g. ``np.empty((D, V)).T``) is accumulated
+            in place when there is no bias gradient; a C-ordered one gets the result copied
+            in (a transposing copy of V x D values).
         wrt : str or sequence of {"inputs", "weight", "bias"}, optional
             The gradients to compute (default all); the others are returned as None and
             their GEMMs skipped (without "inputs": two GEMMs per chunk instead of three).
@@ -205,6 +208,8 @@ class LinearSoftmaxCrossEntropy:
         loss : ndarray of shape (N,) or scalar
         grad_inputs : ndarray, shape (N, D), or None
         grad_weight : ndarray, shape (V, D), or None
+            Fortran-ordered unless ``grad_weight_out`` says otherwise: BLAS accumulates it
+            fastest that way (``np.ascontiguousarray`` gives a C-ordered copy).
         grad_bias : ndarray, shape (V,), or None (also without a bias)
         """
         lp = B.linear_problem(labels, inputs, weight, bias, self._opts,
