@@ -78,24 +78,25 @@ class Gemms:
 
 
 class LinearMemory:
-    params = [["fused", "unfused"]]
-    param_names = ["method"]
-    shape = "2048x256x65536"  # logits: 512 MiB
+    params = [["fused", "unfused"], ["2048x256x65536"]]  # logits: 512 MiB
+    param_names = ["method", "shape"]
     timeout = 600
 
-    def setup(self, method):
+    def setup(self, method, shape):
         _require_linear()
-        self.X, self.W, self.b, self.t = _data(self.shape)
+        self.X, self.W, self.b, self.t = _data(shape)
         self.loss = fastxent.LinearSoftmaxCrossEntropy(check="off")
         self.plain = fastxent.SparseSoftmaxCrossEntropy(check="off")
         small = (self.t[:4] % 8, self.X[:4], self.W[:8], self.b[:8])
-        self.peakmem_loss_gradient(method, *small)  # warm-up on a tiny problem
+        self._run(method, *small)  # warm-up on a tiny problem
 
-    def peakmem_loss_gradient(self, method, *small):
-        t, X, W, b = small or (self.t, self.X, self.W, self.b)
+    def _run(self, method, t, X, W, b):
         if method == "fused":
             self.loss.loss_gradient(t, X, W, b)
         else:
             Z = X @ W.T + b
             self.plain.gradient(t, Z, gradient_out=Z)
-            return Z @ W, Z.T @ X, Z.sum(axis=0)
+            Z @ W, Z.T @ X, Z.sum(axis=0)
+
+    def peakmem_loss_gradient(self, method, shape):
+        self._run(method, self.t, self.X, self.W, self.b)

@@ -22,7 +22,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
 PACKAGE = "_fastxent_asv_benchmarks"  # a private name: no clash with any "benchmarks"
 PREFIXES = ("time_", "peakmem_", "track_", "mem_", "timeraw_")
-TINY = {"256x10": "16x10", "4096x1000": "8x100", "2048x32768": "4x300", "1000000x3": "64x3"}
+TINY = {"256x10": "16x10", "4096x1000": "8x100", "2048x32768": "4x300", "1000000x3": "64x3",
+        "512x64x8192": "8x4x32", "2048x128x65536": "4x8x64",  # N x D x V: the linear loss
+        "2048x256x65536": "4x8x64"}
 
 
 def _package():
