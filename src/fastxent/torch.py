@@ -680,7 +680,9 @@ class _LinearCEFn(torch.autograd.Function):
 
 
 def _empty_or(t, like):
-    return like.new_empty(0) if t is None else t
+    """A custom op's output: contiguous, as its fake says (the linear engine returns the
+    weight gradient Fortran-ordered; the eager route keeps that layout, copy-free)."""
+    return like.new_empty(0) if t is None else t.contiguous()
 
 
 @torch.library.custom_op("fastxent::linear_cross_entropy", mutates_args=())
