@@ -71,6 +71,7 @@ BUILD_STATUS = os.path.join(HERE, "src", "fastxent", "_data", "build_status.json
 
 def _record(skipped_because=None):
     import json
+    os.makedirs(os.path.dirname(BUILD_STATUS), exist_ok=True)
     with open(BUILD_STATUS, "w") as f:
         json.dump({"cython_skipped": skipped_because}, f)
 
