@@ -7,7 +7,7 @@ import sys
 #: name -> (module with main(args) and optionally add_arguments(parser), one-line help)
 COMMANDS = {
     "bench": ("fastxent.bench.run", "compare the backends with the NumPy baseline, verified "
-                                    "(the main job; about 5 minutes on 2 cores)"),
+                                    "(the main job; about 2 minutes on 2 cores)"),
     "info": ("fastxent._info", "versions, backends (and why one is missing), build and "
                                "thread settings"),
     "check": ("fastxent.bench.selfcheck", "a few seconds' correctness check of every backend "
