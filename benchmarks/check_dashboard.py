@@ -53,10 +53,13 @@ def find_chromium(explicit=None):
 
 
 def chromium(binary, url, *, dump_dom=False, screenshot=None, budget_ms=15000, size="1400,1000",
-             timeout=120):
+             timeout=120, console=None):
+    """Run headless Chromium on ``url``; the DOM (``dump_dom``) as text. JavaScript errors
+    the page logged (uncaught exceptions, failed loads) are appended to ``console``."""
     with tempfile.TemporaryDirectory(prefix="asv-dash-chromium-") as profile:
         cmd = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-               f"--virtual-time-budget={budget_ms}", f"--window-size={size}"]
+               f"--virtual-time-budget={budget_ms}", f"--window-size={size}",
+               "--enable-logging=stderr", "--v=0"]
         if dump_dom:
             cmd.append("--dump-dom")
         if screenshot:
@@ -65,6 +68,9 @@ def chromium(binary, url, *, dump_dom=False, screenshot=None, budget_ms=15000, s
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    if console is not None:
+        console.extend(line.split("] ", 1)[-1] for line in proc.stderr.splitlines()
+                       if "CONSOLE" in line and ("Uncaught" in line or "Error" in line))
     return proc.stdout
 
 
@@ -143,6 +149,25 @@ def check_grid(dom, n_benchmarks):
     if "Failed to load required JavaScript" in dom or 'id="error" class="modal fade in"' in dom:
         problems.append("the page shows an error (JavaScript failed to load?)")
     return {"tiles": tiles, "plots_drawn": drawn}, problems
+
+
+def check_table_page(dom, display_id, what):
+    """The benchmark list / regressions pages: shown, loaded (not stuck on "Loading..."),
+    with a table or asv's own "nothing here" text."""
+    problems = []
+    m = re.search(rf'<div id="{display_id}"(.*?)(?=<div id="[a-z]+-display"|</body>|\Z)', dom,
+                  flags=re.S)
+    body = m.group(1) if m else ""
+    if not body:
+        problems.append(f"the {what} page is missing")
+    elif re.match(r'[^>]*display:\s*none', body):
+        problems.append(f"the {what} page is hidden")
+    rows = body.count("<tr")
+    if "Loading" in re.sub(r"<[^>]+>", " ", body):
+        problems.append(f"the {what} page is stuck on 'Loading...'")
+    elif rows == 0 and "No regressions" not in body:
+        problems.append(f"the {what} page shows no table")
+    return {"table_rows": rows}, problems
 
 
 def check_graph(dom):
@@ -242,9 +267,14 @@ def main(argv=None):
     problems, report = [], {}
     try:
         state = graph_state(html_dir, index["benchmarks"][graph_bench], graph_bench)
-        pages = {"grid": base, "graph": f"{base}#{graph_bench}{state}"}
+        # every page of the dashboard: the grid, a benchmark's graph, the benchmark list
+        # and the regressions (0.1's check never opened the last two, which hung)
+        pages = {"grid": base, "graph": f"{base}#{graph_bench}{state}",
+                 "list": f"{base}#summarylist", "regressions": f"{base}#regressions"}
         for page, url in pages.items():
-            dom = chromium(binary, url, dump_dom=True, budget_ms=args.budget_ms)
+            console = []
+            dom = chromium(binary, url, dump_dom=True, budget_ms=args.budget_ms,
+                           console=console)
             (out / f"dashboard_{page}.html").write_text(dom)
             shot = out / f"dashboard_{page}.png"
             if shot.exists():
@@ -252,10 +282,16 @@ def main(argv=None):
             chromium(binary, url, screenshot=str(shot), budget_ms=args.budget_ms)
             if page == "grid":
                 facts, found = check_grid(dom, len(names))
-            else:
+            elif page == "graph":
                 facts, found = check_graph(dom)
+            else:
+                facts, found = check_table_page(
+                    dom, f"{'summarylist' if page == 'list' else 'regressions'}-display", page)
+            found += [f"JavaScript error: {c}" for c in console]
             if not shot.exists():
                 found.append(f"no screenshot was written for the {page} page")
+            elif page in ("list", "regressions"):
+                pass  # text pages: a short table on white is not a blank plot
             else:
                 stats = png_stats(shot)
                 facts.update(stats)
@@ -271,7 +307,8 @@ def main(argv=None):
     if problems:
         print("PROBLEMS:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
-    print("dashboard OK: the grid and a graph page render (screenshots in "
+    print("dashboard OK: the grid, a graph, the list and the regressions pages render, no "
+          "JavaScript errors (screenshots in "
           f"{out})")
     return 0
 

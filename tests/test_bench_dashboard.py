@@ -67,3 +67,19 @@ def test_dom_checks():
     _, problems = cd.check_graph('<div id="main-graph"><p>No graphs to load.</p></div>'
                                  '<div id="overview"></div>')
     assert len(problems) == 2
+    # the list and regressions pages: 0.1's stand-in for stupidtable left them on "Loading..."
+    loaded = ('<div id="summarylist-display"><table><tr><td>a</td></tr></table></div>'
+              '<div id="regressions-display" style="display: none">Loading...</div>')
+    facts, problems = cd.check_table_page(loaded, "summarylist-display", "list")
+    assert facts == {"table_rows": 1} and not problems
+    _, problems = cd.check_table_page(loaded, "regressions-display", "regressions")
+    assert problems == ["the regressions page is hidden",
+                        "the regressions page is stuck on 'Loading...'"]
+    _, problems = cd.check_table_page("<body></body>", "summarylist-display", "list")
+    assert problems == ["the list page is missing", "the list page shows no table"]
+
+
+def test_stupidtable_stand_in_defines_what_asv_calls():
+    from fastxent.bench.dashboard import SHIMS
+    assert "$.fn.stupidsort" in SHIMS["stupidtable.min.js"]
+    assert "$.fn.stupidtable" in SHIMS["stupidtable.min.js"]
