@@ -109,14 +109,18 @@ def _loss_result(p, status, values, denom):
         if not np.may_share_memory(result, p.loss_out):
             np.copyto(p.loss_out, result, casting="unsafe")
         return p.loss_out
-    total = status.total
-    if p.reduction == "mean":
+    return reduced(status.total, p.reduction, denom, p.out_dtype, p.loss_out)
+
+
+def reduced(total, reduction, denom, dtype, loss_out):
+    """A "sum"/"mean" loss from the kernels' weighted total: a scalar of ``dtype``, or
+    written into ``loss_out``. A mean over nothing (``denom`` 0) is 0."""
+    if reduction == "mean":
         total = total / denom if denom else 0.0
-    result = p.out_dtype.type(total)
-    if p.loss_out is None:
-        return result
-    p.loss_out[...] = total
-    return p.loss_out
+    if loss_out is None:
+        return dtype.type(total)
+    loss_out[...] = total
+    return loss_out
 
 
 def _grad_target(p, out):
@@ -153,6 +157,18 @@ def _execute_blocked(p, op, call, grad_out):
     return _status(p, _backends.in_row_blocks(block, call, rows))
 
 
+def _into(p, op, out, family, shard=None, **fields):
+    """(status, result) of a kernel whose result has the logits' shape, run into the
+    caller's ``out`` as :func:`_grad_target` arranges (in place, blocked for a buffer of the
+    other dtype, or a new array). ``shard`` = n_classes makes the call a class shard's."""
+    buf, finish, blocked = _grad_target(p, out)
+    call = _call(p, family, grad=None if blocked else buf, **fields)
+    if shard is not None:
+        call = call._replace(n_classes=shard, shard=True)
+    status = _execute_blocked(p, op, call, buf) if blocked else _execute(p, op, call)
+    return status, finish()
+
+
 # ------------------------------------------------------------------------------ operations
 
 def loss(p, lse_out=None):
@@ -179,69 +195,37 @@ def _row_buffer(p, out):
 
 def gradient(p, lse=None):
     """d loss / d logits; ``lse`` a saved logsumexp (rows) for the one-pass backward."""
-    denom = _denominator(p)
-    buf, finish, blocked = _grad_target(p, p.gradient_out)
-    call = _call(p, p.family, grad=None if blocked else buf, lse_in=lse,
-                 gscale=_gscale(p, denom))
-    if blocked:
-        _execute_blocked(p, "backward", call, buf)
-    else:
-        _execute(p, "backward", call)
-    return finish()
+    return _into(p, "backward", p.gradient_out, p.family, lse_in=lse,
+                 gscale=_gscale(p, _denominator(p)))[1]
 
 
 def shard_gradient(p, lse, coef, n_classes):
     """d loss / d logits of a class shard (``p``: its columns, integer labels local to the
     shard, reduction "none") from the whole row's logsumexp ``lse`` and softmax coefficient
     ``coef = S + 2 z lse`` (rows, logits' dtype); smoothing spreads over ``n_classes``."""
-    buf, finish, blocked = _grad_target(p, p.gradient_out)
-    call = _call(p, p.family, grad=None if blocked else buf, lse_in=lse, coef_in=coef)
-    call = call._replace(n_classes=n_classes, shard=True)
-    if blocked:
-        _execute_blocked(p, "backward", call, buf)
-    else:
-        _execute(p, "backward", call)
-    return finish()
+    return _into(p, "backward", p.gradient_out, p.family, shard=n_classes, lse_in=lse,
+                 coef_in=coef)[1]
 
 
 def loss_gradient(p):
     """(loss, d loss / d logits) in one fused pass."""
     denom = _denominator(p)
     values = _loss_buffer(p) if p.reduction == "none" else None
-    buf, finish, blocked = _grad_target(p, p.gradient_out)
-    call = _call(p, p.family, values, None if blocked else buf, gscale=_gscale(p, denom),
-                 want_total=values is None)
-    if blocked:
-        status = _execute_blocked(p, "fused", call, buf)
-    else:
-        status = _execute(p, "fused", call)
-    return _loss_result(p, status, values, denom), finish()
+    status, grad = _into(p, "fused", p.gradient_out, p.family, loss=values,
+                         gscale=_gscale(p, denom), want_total=values is None)
+    return _loss_result(p, status, values, denom), grad
 
 
 def labels_gradient(p, lse=None):
     """d loss / d labels (dense softmax: (1 - eps) cw (lse - x); sigmoid: see losses)."""
-    denom = _denominator(p)
-    buf, finish, blocked = _grad_target(p, p.gradient_out)
     family = _backends.LABEL_GRAD if p.kind == "dense" else _backends.SIGMOID_LABEL_GRAD
-    call = _call(p, family, grad=None if blocked else buf, lse_in=lse, gscale=_gscale(p, denom))
-    if blocked:
-        _execute_blocked(p, "label_grad", call, buf)
-    else:
-        _execute(p, "label_grad", call)
-    return finish()
+    return _into(p, "label_grad", p.gradient_out, family, lse_in=lse,
+                 gscale=_gscale(p, _denominator(p)))[1]
 
 
 def hessp(p, v, out=None):
     """Hessian-vector product of the (reduced) loss with respect to the logits."""
-    denom = _denominator(p)
-    buf, finish, blocked = _grad_target(p, out)
-    call = _call(p, _backends.HESSP, grad=None if blocked else buf, v=v,
-                 gscale=_gscale(p, denom))
-    if blocked:
-        _execute_blocked(p, "hessp", call, buf)
-    else:
-        _execute(p, "hessp", call)
-    return finish()
+    return _into(p, "hessp", out, _backends.HESSP, v=v, gscale=_gscale(p, _denominator(p)))[1]
 
 
 def gradient_hessian(p):

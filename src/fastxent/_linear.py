@@ -197,33 +197,13 @@ def _finish_chunks(p, statuses, rows):
     ``p`` of all rows (diagnostics then name rows of the whole batch); the loss total."""
     if not statuses:
         return 0.0
-    diag = first = None
-    if statuses[0].diag is not None:
-        diag, first = dict.fromkeys(_backends.DIAG, 0), dict.fromkeys(_backends.DIAG, -1)
-        for k, s in enumerate(statuses):
-            for name in _backends.DIAG:
-                if s.diag[name] and first[name] < 0:
-                    first[name] = s.first[name] + k * rows
-                diag[name] += s.diag[name]
-    merged = _backends.Status(sum(s.nbad for s in statuses), sum(s.total for s in statuses),
-                              diag, first)
-    if merged.nbad or diag is not None:
+    merged = _backends.merge(statuses, rows)
+    if merged.nbad or merged.diag is not None:
         _engine._status(p, merged)
     return merged.total
 
 
 # ------------------------------------------------------------------------------ operations
-
-def _reduced(lp, total, denom):
-    rows = lp.rows
-    if rows.reduction == "mean":
-        total = total / denom if denom else 0.0
-    result = rows.out_dtype.type(total)
-    if lp.loss_out is None:
-        return result
-    lp.loss_out[...] = total
-    return lp.loss_out
-
 
 def _per_row_buffer(lp, out):
     if out is not None and out.flags.c_contiguous and out.dtype == lp.dtype:
@@ -301,7 +281,8 @@ def run(lp, chunk_size=None, op="fused", wrt=_WANT_ALL):
                 values *= rows.sw
             loss = _finish_row_buffer(lp.loss_out, values)
         else:
-            loss = _reduced(lp, total, denom)
+            loss = _engine.reduced(total, lp.rows.reduction, denom, lp.rows.out_dtype,
+                                   lp.loss_out)
     if lse_buf is not None:
         _finish_row_buffer(lp.lse_out, lse_buf)
     GW = gb = None

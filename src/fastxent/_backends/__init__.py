@@ -121,24 +121,23 @@ def in_row_blocks(run_block, call, rows_per_block):
     (totals in block order, diagnostics' first rows shifted). Between blocks the interpreter
     takes pending signals, so Ctrl-C stops a long call there (outputs partly written)."""
     n = call.x.shape[0]
-    statuses = [run_block(rows(call, r0, min(n, r0 + rows_per_block)), r0,
-                          min(n, r0 + rows_per_block))
-                for r0 in range(0, n, rows_per_block)]
-    return Status(sum(s.nbad for s in statuses), sum(s.total for s in statuses),
-                  *_merge_diag(statuses, rows_per_block))
+    return merge([run_block(rows(call, r0, min(n, r0 + rows_per_block)), r0,
+                            min(n, r0 + rows_per_block))
+                  for r0 in range(0, n, rows_per_block)], rows_per_block)
 
 
-def _merge_diag(statuses, rows_per_block):
-    """(diag, first) of several blocks' statuses (first rows shifted by the block offsets)."""
-    if not statuses or statuses[0].diag is None:
-        return None, None
-    diag, first = dict.fromkeys(DIAG, 0), dict.fromkeys(DIAG, -1)
-    for k, s in enumerate(statuses):
-        for name in DIAG:
-            if s.diag[name] and first[name] < 0:
-                first[name] = s.first[name] + k * rows_per_block
-            diag[name] += s.diag[name]
-    return diag, first
+def merge(statuses, rows_per_block):
+    """One Status for consecutive blocks of ``rows_per_block`` rows: counts and totals
+    added in block order, diagnostics' first rows shifted by the block offsets."""
+    diag = first = None
+    if statuses and statuses[0].diag is not None:
+        diag, first = dict.fromkeys(DIAG, 0), dict.fromkeys(DIAG, -1)
+        for k, s in enumerate(statuses):
+            for name in DIAG:
+                if s.diag[name] and first[name] < 0:
+                    first[name] = s.first[name] + k * rows_per_block
+                diag[name] += s.diag[name]
+    return Status(sum(s.nbad for s in statuses), sum(s.total for s in statuses), diag, first)
 
 
 def empty_status(check):
