@@ -46,7 +46,6 @@ Examples
 """
 
 import threading
-import warnings
 
 import numpy as np
 
@@ -727,29 +726,7 @@ def fit_softmax_regression(est, X, y, sample_weight=None):
                                est.n_threads)
     est.classes_ = classes
     est.n_features_in_ = n_features
-    n_params = n_classes * (n_features + int(est.fit_intercept))
-    w0 = np.zeros(n_params, dtype=np.float64)
-    coef = getattr(est, "coef_", None) if est.warm_start else None
-    if coef is not None and coef.shape == (n_classes, n_features):
-        w0[:n_classes * n_features] = coef.ravel()
-        if est.fit_intercept:
-            w0[n_classes * n_features:] = est.intercept_
-    from .sklearn._estimator import _Progress
-    progress = None
-    if est.verbose:
-        progress = _Progress(objective, est.tol)
-        progress.header(est.solver)
-    res, n_iter, failed = est._minimize(objective, w0, progress)
-    if failed:
-        from sklearn.exceptions import ConvergenceWarning
-        warnings.warn(f"{est.solver} failed to converge after {n_iter} iteration(s) "
-                      f"(status={res.status}): {res.message}.", ConvergenceWarning,
-                      stacklevel=3)
-    W, b = objective.split(res.x)
-    est.coef_ = W.astype(dtype)
-    est.intercept_ = (b.astype(dtype) if est.fit_intercept else np.zeros(n_classes, dtype))
-    est.n_iter_ = np.array([n_iter], dtype=np.int32)
-    return est
+    return est._solve(objective, n_classes, n_features, dtype)
 
 
 def _predict_task(X, coef, intercept, what, classes, backend):

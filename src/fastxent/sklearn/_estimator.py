@@ -337,6 +337,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         objective = _Objective(X, y_enc, weights, n_classes, self.fit_intercept, l2,
                                self.label_smoothing, self.backend, self.n_threads)
 
+        small = n_samples * n_features * n_classes < _BLAS_SERIAL_BELOW
+        return self._solve(objective, n_classes, n_features, dtype, serial_blas=small)
+
+    def _solve(self, objective, n_classes, n_features, dtype, serial_blas=False):
+        """Minimise ``objective`` from zero (or the previous coefficients with warm_start)
+        and set ``coef_``, ``intercept_``, ``n_iter_`` (the in-memory and the dask fit)."""
         n_params = n_classes * (n_features + int(self.fit_intercept))
         w0 = np.zeros(n_params, dtype=np.float64)
         coef = getattr(self, "coef_", None) if self.warm_start else None
@@ -349,15 +355,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if self.verbose:
             progress = _Progress(objective, self.tol)
             progress.header(self.solver)
-        small = n_samples * n_features * n_classes < _BLAS_SERIAL_BELOW
-        with threadpool_limits(limits=1, user_api="blas") if small else _nullcontext():
+        with threadpool_limits(limits=1, user_api="blas") if serial_blas else _nullcontext():
             res, n_iter, failed = self._minimize(objective, w0, progress)
         if failed:
             hint = (" Increase max_iter or scale the data (e.g. StandardScaler)."
                     if n_iter >= self.max_iter else "")
             warnings.warn(f"{self.solver} failed to converge after {n_iter} iteration(s) "
                           f"(status={res.status}): {res.message}.{hint}", ConvergenceWarning,
-                          stacklevel=2)
+                          stacklevel=3)
         W, b = objective.split(res.x)
         self.coef_ = W.astype(dtype)
         self.intercept_ = (b.astype(dtype) if self.fit_intercept
