@@ -192,6 +192,28 @@ def test_vmap_jit_grad(dtype):
     _close(a[1], b[1], dtype)
 
 
+@pytest.mark.parametrize("route", ["buffer_callback", "pure_callback"])
+def test_both_callback_routes(route, monkeypatch):
+    """The zero-copy buffer_callback route and the pure_callback one (jax without
+    buffer_callback) give optax's values and gradients, under jit and vmap."""
+    if route == "pure_callback":
+        monkeypatch.setattr(fxj, "_buffer_callback", None)
+    elif fxj._buffer_callback is None:
+        pytest.fail("this jax has no jax.experimental.buffer_callback")
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.standard_normal((2, 6, 9)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, 9, (2, 6)))
+    y = jax.nn.softmax(jnp.asarray(rng.standard_normal((2, 6, 9)), jnp.float32))
+    for name, labels in (("softmax_cross_entropy_with_integer_labels", t),
+                         ("softmax_cross_entropy", y), ("sigmoid_binary_cross_entropy", y)):
+        def total(lib, x, labels, name=name):
+            return getattr(lib, name)(x, labels).sum()
+        ours = jax.jit(jax.vmap(jax.value_and_grad(lambda x, z: total(fxj, x, z))))(x, labels)
+        ref = jax.vmap(jax.value_and_grad(lambda x, z: total(optax, x, z)))(x, labels)
+        for a, b in zip(ours, ref):
+            _close(a, b, jnp.float32)
+
+
 def test_half_precision():
     x = jnp.asarray(np.random.default_rng(5).standard_normal((4, 7)), jnp.bfloat16)
     t = jnp.array([0, 1, 6, 3])
