@@ -112,8 +112,19 @@ def _overlap_cases(backend, x, t, y, sw):
         buf = np.empty(N)
         return none.loss(t, x, loss_out=buf, lse_out=buf)
 
+    def gradient_shifted_over_logits():  # gradient_out alone: the boundary's quick check
+        z = np.concatenate([x.reshape(-1), np.zeros(C)]).reshape(N + 1, C)
+        return none.loss_gradient(t, z[:N], gradient_out=z[1:])
+
+    def dense_gradient_is_labels():
+        yy = y.copy()
+        return dense.loss_gradient(yy, x, gradient_out=yy)
+
     clean_lse = fx.logsumexp(x, axis=-1)
     return [
+        ("gradient_out shifted over logits", gradient_shifted_over_logits,
+         none.loss_gradient(t, x)),
+        ("dense gradient_out is labels", dense_gradient_is_labels, dense.loss_gradient(y, x)),
         ("loss_out is sample_weight", loss_into_weights, ref_l),
         ("loss_out inside gradient_out", loss_inside_gradient, (ref_l, ref_g)),
         ("out inside logits", out_inside_logits, fx.softmax(x)),
@@ -122,6 +133,18 @@ def _overlap_cases(backend, x, t, y, sw):
         ("lse_out inside logits", lse_inside_logits, clean_lse),
         ("lse_out is loss_out", lse_equal_out, none.loss(t, x)),
     ]
+
+
+def test_gradient_out_shaped_like_the_rows_of_nd_logits_is_refused(backend):
+    # (2, 3, C) logits have (6, C) kernel rows: a (6, C) buffer is not logits' shape
+    x = RNG.standard_normal((2, 3, C))
+    loss = fx.SparseSoftmaxCrossEntropy(backend=backend)
+    with pytest.raises(ValueError, match=r"gradient_out has shape \(6, %d\)" % C):
+        loss.loss_gradient(np.zeros((2, 3), int), x, gradient_out=np.empty((6, C)))
+    g = np.empty_like(x)  # the logits' own shape is taken, and filled
+    _, got = loss.loss_gradient(np.zeros((2, 3), int), x, gradient_out=g)
+    assert got is g
+    np.testing.assert_allclose(g, loss.gradient(np.zeros((2, 3), int), x), rtol=1e-13)
 
 
 def test_overlapping_outputs_give_the_right_answer_or_a_clear_error(backend):

@@ -96,6 +96,10 @@ class Integer(_Softmax):
         """Total weight of the examples that count: sample weight times the class weight of
         the target (PyTorch), ignored and out-of-range rows 0."""
         t, C = self.t, self.n_classes
+        if self.cw is None and self.sw is None:  # a count, without a float pass
+            if self.ignore_index is None:
+                return t.shape[0]
+            return t.shape[0] - int(np.count_nonzero(t == self.ignore_index))
         w = None
         if self.cw is not None:
             w = self.cw.astype(np.float64)[np.clip(t, 0, C - 1)]  # clipped only to gather
@@ -592,8 +596,32 @@ def _canonical_view(out, x):
             np.may_share_memory(out, x) and _same_buffer(out.reshape(x.shape), x))
 
 
+def _gradient_out_fast(p, out, inputs):
+    """The common case of :func:`_outputs`, decided in a few attribute reads: only a
+    ``gradient_out`` is given, a separate C-contiguous buffer exactly like the canonical
+    logits (or the logits themselves, in place). True when it was accepted; False sends the
+    call through the full check (which also words any error)."""
+    x = p.x
+    if type(out) is not np.ndarray or out.shape != x.shape or x.shape != p.shape or \
+            out.dtype != x.dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        return False
+    if out is x:
+        if not p.x_is_view:
+            return False
+    elif np.may_share_memory(out, x):
+        return False
+    for _, a in inputs:
+        if a is not None and np.may_share_memory(out, a):
+            return False
+    p.gradient_out = out
+    return True
+
+
 def _outputs(p, loss_out, gradient_out, lse_out, mixed, inputs, hessian_out=None):
     """Check the outputs of a problem and set them on it (user buffers, user layout)."""
+    if loss_out is None and lse_out is None and hessian_out is None and \
+            gradient_out is not None and _gradient_out_fast(p, gradient_out, inputs):
+        return
     outs = []
     if loss_out is not None:
         shape = p.loss_shape() if p.reduction == "none" else ()
@@ -638,7 +666,7 @@ def _logits(p, logits, axis, xname):
     return x
 
 
-def softmax_problem(kind, labels, logits, axis, opts, *, sample_weight=None, grad_loss=None,
+def softmax_problem(kind, labels, logits, axis, opts, sample_weight=None, grad_loss=None,
                     loss_out=None, gradient_out=None, lse_out=None, hessian_out=None,
                     mixed=False, labels_optional=False):
     """The problem of a softmax cross-entropy call (``kind`` "dense" or "integer") with the
@@ -648,8 +676,8 @@ def softmax_problem(kind, labels, logits, axis, opts, *, sample_weight=None, gra
     x = _logits(p, logits, axis, xname)
     C = x.shape[1]
     p.reduction, p.backend, p.n_threads = opts.reduction, opts.backend, opts.n_threads
-    p.check, p.names = check_mode(opts.check), opts.names
-    p.eps, p.z, p.softcap = opts.eps, opts.z, opts.softcap
+    p.check = opts.check if opts.check is not None else check_mode(None)
+    p.names, p.eps, p.z, p.softcap = opts.names, opts.eps, opts.z, opts.softcap
     if opts.class_weight is not None:
         p.cw = opts.weights("class_weight", opts.class_weight, C, x.dtype)
     if kind == "integer":

@@ -124,17 +124,18 @@ def reduced(total, reduction, denom, dtype, loss_out):
 
 
 def _grad_target(p, out):
-    """(kernel buffer, finish(), blocked) for a result of logits' shape: the caller's buffer
-    itself when it is canonical in the compute dtype (possibly the logits: in place), block
-    by block for a buffer of the other dtype, else a new array (copied in at the end)."""
+    """(kernel buffer, finish, blocked) for a result of logits' shape: the caller's buffer
+    itself when it is canonical in the compute dtype (possibly the logits: in place; finish
+    None), block by block for a buffer of the other dtype, else a new array (``finish()``
+    returns the result in the user's layout, copied into ``out`` if one was given)."""
+    x = p.x
     if out is None:
-        buf = np.empty(p.x.shape, p.x.dtype)
+        buf = np.empty(x.shape, x.dtype)
         return buf, lambda: p.unrows(buf), False
     if p.canonical and out.flags.c_contiguous:
-        if out.dtype == p.x.dtype:
-            return out.reshape(p.x.shape), lambda: out, False
-        return out.reshape(p.x.shape), lambda: out, True
-    buf = np.empty(p.x.shape, p.x.dtype)
+        buf = out if out.shape == x.shape else out.reshape(x.shape)
+        return buf, None, out.dtype != x.dtype
+    buf = np.empty(x.shape, x.dtype)
 
     def finish():
         np.copyto(out, p.unrows(buf), casting="unsafe")
@@ -166,7 +167,7 @@ def _into(p, op, out, family, shard=None, **fields):
     if shard is not None:
         call = call._replace(n_classes=shard, shard=True)
     status = _execute_blocked(p, op, call, buf) if blocked else _execute(p, op, call)
-    return status, finish()
+    return status, (out if finish is None else finish())
 
 
 # ------------------------------------------------------------------------------ operations
@@ -247,7 +248,7 @@ def gradient_hessian(p):
         _softmax_hessian(p, gscale, target)
     if blocked:
         buf[...] = target
-    hessian = finish()
+    hessian = p.hessian_out if finish is None else finish()
     return (gradient(p) if grad_last else grad), hessian
 
 
@@ -339,4 +340,4 @@ def utility(p, name):
         return p.out
     buf, finish, _ = _grad_target(p, p.out)
     _utility_run(p, _UTILITY[name], buf, name)
-    return finish()
+    return p.out if finish is None else finish()

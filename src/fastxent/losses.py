@@ -473,13 +473,16 @@ class _SoftmaxLoss(_Loss):
         self.z_loss = self._opts.z
         self.logit_softcap = logit_softcap if logit_softcap is None else self._opts.softcap
 
-    def _problem(self, labels, logits, no_softcap=False, labels_optional=False, **kw):
+    def _problem(self, labels, logits, sample_weight=None, grad_loss=None, loss_out=None,
+                 gradient_out=None, lse_out=None, hessian_out=None, no_softcap=False,
+                 labels_optional=False):
         if no_softcap and self.logit_softcap is not None:
             raise ValueError("gradient_hessian and hessp do not support logit_softcap (the "
                              "Hessian of a softcapped loss adds tanh's second derivative); "
                              "use a loss without it for second-order solvers")
-        return B.softmax_problem(self._kind, labels, logits, self.axis, self._opts, mixed=True,
-                                 labels_optional=labels_optional, **kw)
+        return B.softmax_problem(self._kind, labels, logits, self.axis, self._opts,
+                                 sample_weight, grad_loss, loss_out, gradient_out, lse_out,
+                                 hessian_out, True, labels_optional)
 
     def loss(self, labels, logits, sample_weight=None, loss_out=None, lse_out=None):
         """The loss: one value per example for ``reduction="none"``, else a scalar.
