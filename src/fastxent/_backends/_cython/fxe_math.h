@@ -22,13 +22,11 @@ FXE_INLINE uint32_t fxe_f2u(float f) { uint32_t u; memcpy(&u, &f, sizeof u); ret
 FXE_INLINE double fxe_u2d(uint64_t u) { double d; memcpy(&d, &u, sizeof d); return d; }
 FXE_INLINE uint64_t fxe_d2u(double d) { uint64_t u; memcpy(&u, &d, sizeof u); return u; }
 
-/* The result s (1 + p), s = 2^n, with one rounding: an FMA where the instruction set has
- * one, else 1 + p rounded then scaled exactly (the same value for normal results). */
-#if defined(__FMA__) || defined(__FMA4__) || defined(__aarch64__)
+/* The result s (1 + p), s = 2^n, with one rounding: p s is exact (a power of two times p,
+ * for normal results), so p s + s rounds once with or without an FMA (-ffp-contract fuses
+ * it where the instruction set has one; written as (p + 1) s it would cost an extra add,
+ * since the macro is expanded outside the tiers' target pragmas). */
 #define FXE_SCALE1P(p, s) ((p) * (s) + (s))
-#else
-#define FXE_SCALE1P(p, s) (((p) + 1) * (s))
-#endif
 
 /* full-range exp: overflow to +inf, subnormal results below the normal range */
 FXE_INLINE float fxe_expf(float x)

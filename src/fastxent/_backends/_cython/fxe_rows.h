@@ -42,6 +42,23 @@ FXE_INLINE T FN(vmax)(const T *x, fxe_ssize n)
     return m;
 }
 
+/* the first index of v in x[0..n) (n >= 1), n - 1 if none: 64-element chunks tested with
+ * a vectorised any-equal, the scalar search only inside the chunk that holds v */
+FXE_INLINE fxe_ssize FN(first_eq)(const T *x, fxe_ssize n, T v)
+{
+    for (fxe_ssize c0 = 0; c0 < n; c0 += 64) {
+        const fxe_ssize c1 = n - c0 < 64 ? n : c0 + 64;
+        int any = 0;
+#pragma omp simd reduction(|:any)
+        for (fxe_ssize c = c0; c < c1; c++) any |= x[c] == v;
+        if (any) {
+            while (x[c0] != v) c0++;
+            return c0;
+        }
+    }
+    return n - 1;
+}
+
 /* max, min and sum of x[0..n) (diagnostics pass) */
 FXE_INLINE T FN(vmax_stats)(const T *x, fxe_ssize n, T *mn_out, double *sum_out)
 {
@@ -94,37 +111,71 @@ typedef struct { double s1, n, S, D; } FN(lanes);
 
 FXE_INLINE void FN(lanes_init)(FN(lanes) *L) { L->s1 = L->n = L->S = L->D = 0.0; }
 
+/* the terms of element c of pass A (see pass_a_) */
+#define FXE_PASS_A_TERMS(c) do { \
+        const T xc = xin[c], d = sh - xc, e = EXP(-d); \
+        const int top = xc == sh;          /* e is exactly 1 there: s1 leaves it out */ \
+        bs += top ? (T)0 : e; \
+        bn += top ? (T)1 : (T)0; \
+        if (store) E[c] = e; \
+        if (dense) { \
+            T wy = a * y[c] + b; \
+            if (use_cw) wy = wy * cw[c]; \
+            bS += wy; \
+            bD += wy != 0 ? wy * d : (T)0; \
+        } else if (smooth) { \
+            const T w = use_cw ? cw[c] : (T)1; \
+            bS += w; \
+            bD += w != 0 ? w * d : (T)0; \
+        } } while (0)
+
+#define FXE_LANES 16                 /* lanes of pass A's sums (two AVX2 float vectors) */
+
 FXE_INLINE void FN(pass_a_)(const T *xin, const T *y, const T *cw, fxe_ssize nb, T sh,
                             T a, T b, T *E, FN(lanes) *L,
                             const int dense, const int store, const int smooth,
                             const int use_cw)
 {
-    for (fxe_ssize c0 = 0; c0 < nb; c0 += FXE_SUMB) {
-        const fxe_ssize c1 = nb - c0 < FXE_SUMB ? nb : c0 + FXE_SUMB;
-        T bs = 0, bn = 0, bS = 0, bD = 0;
-#pragma omp simd reduction(+:bs, bn, bS, bD)
-        for (fxe_ssize c = c0; c < c1; c++) {
-            T xc = xin[c];
-            T d = sh - xc;
-            T e = EXP(-d);
-            T one = xc == sh ? (T)1 : (T)0;    /* e is exactly 1 there: s1 leaves it out */
-            bs += e - one;
-            bn += one;
-            if (store) E[c] = e;
-            if (dense) {
-                T wy = a * y[c] + b;
-                if (use_cw) wy = wy * cw[c];
-                bS += wy;
-                bD += wy != 0 ? wy * d : (T)0;
-            } else if (smooth) {
-                T w = use_cw ? cw[c] : (T)1;
-                bS += w;
-                bD += w != 0 ? w * d : (T)0;
+    const int lab = dense || smooth;
+    const fxe_ssize nfull = nb - nb % FXE_SUMB;
+    fxe_ssize c0 = 0;
+    if (nfull) {
+        /* chunks of FXE_SUMB: lane k sums elements k, k + FXE_LANES, ... of each chunk in
+         * T, then adds that partial sum to its own double; no horizontal sum per chunk */
+        double As[FXE_LANES], An[FXE_LANES], AS[FXE_LANES], AD[FXE_LANES];
+        for (int k = 0; k < FXE_LANES; k++) As[k] = An[k] = AS[k] = AD[k] = 0.0;
+        for (; c0 < nfull; c0 += FXE_SUMB) {
+#pragma omp simd
+            for (int k = 0; k < FXE_LANES; k++) {
+                T bs = 0, bn = 0, bS = 0, bD = 0;
+                for (int j = 0; j < FXE_SUMB / FXE_LANES; j++) {
+                    const fxe_ssize c = c0 + j * FXE_LANES + k;
+                    FXE_PASS_A_TERMS(c);
+                }
+                As[k] += (double)bs;
+                An[k] += (double)bn;
+                if (lab) {
+                    AS[k] += (double)bS;
+                    AD[k] += (double)bD;
+                }
             }
         }
+        for (int k = 0; k < FXE_LANES; k++) {
+            L->s1 += As[k];
+            L->n += An[k];
+            if (lab) {
+                L->S += AS[k];
+                L->D += AD[k];
+            }
+        }
+    }
+    if (c0 < nb) {
+        T bs = 0, bn = 0, bS = 0, bD = 0;
+#pragma omp simd reduction(+:bs, bn, bS, bD)
+        for (fxe_ssize c = c0; c < nb; c++) FXE_PASS_A_TERMS(c);
         L->s1 += (double)bs;
         L->n += (double)bn;
-        if (dense || smooth) {
+        if (lab) {
             L->S += (double)bS;
             L->D += (double)bD;
         }
@@ -199,23 +250,25 @@ FXE_INLINE void FN(cap_chain)(T *g, const T *x, fxe_ssize nb, T cap, T inv_cap)
 
 /* ------------------------------------------------------------------ softmax rows */
 
-/* Ask for the next block while this one is computed: pass A is compute-bound and the max
- * of a block memory-bound, so without this the two alternate instead of overlapping. */
-#if defined(__GNUC__) || defined(__clang__)
-#define FXE_PREFETCH_NEXT(x, c0, C, y) do { \
-        const fxe_ssize e_ = (c0) + FXE_BLK < (C) ? (c0) + FXE_BLK : (C); \
-        for (fxe_ssize k_ = (c0); k_ < e_; k_ += 64 / (fxe_ssize)sizeof(T)) { \
-            __builtin_prefetch((x) + k_, 0, 3); \
-            if (y) __builtin_prefetch((y) + k_, 0, 3); } } while (0)
-#else
-#define FXE_PREFETCH_NEXT(x, c0, C, y) ((void)0)
-#endif
-
 #ifndef FXE_BLK
 #define FXE_PF 1                     /* blocks ahead to prefetch */
 #define FXE_BLK 2048                 /* pass A block: x, E (and y) of a block stay in L1 */
 #define FXE_MAXB 4096                /* blocks per row kept on the stack (8M classes) */
 #endif
+
+/* Ask for elements [from, from + FXE_BLK) of an array of `to` elements (the next block,
+ * which may be the next row's) while this block is computed: pass A is compute-bound and
+ * the max of a block memory-bound, so without this the two alternate instead of
+ * overlapping. Never past the array's end. */
+FXE_INLINE void FN(prefetch)(const T *a, fxe_ssize from, fxe_ssize to)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    to = to < from + FXE_BLK ? to : from + FXE_BLK;
+    for (fxe_ssize k = from; k < to; k += 64 / (fxe_ssize)sizeof(T)) __builtin_prefetch(a + k, 0, 3);
+#else
+    (void)a; (void)from; (void)to;
+#endif
+}
 
 /* Backward from a saved logsumexp: one pass, g = (coef exp(x - lse) - wy) sc. With integer
  * labels the target's term uses expm1(x_t - lse), exact where p_t is close to 1. */
@@ -396,7 +449,10 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
         memcpy(scratch + C, x, (size_t)C * sizeof(T));
         xraw = scratch + C;
     }
-    const T xt = t >= 0 ? x[t] : 0;                       /* read before g is written */
+    /* the target's logit: read here when the gradient overwrites the logits, else after
+     * pass A, when the row is in cache (here it costs a cache miss per row) */
+    T xt = t >= 0 && g == x ? x[t] : 0;
+    const fxe_ssize y_left = dense ? (p->y_rows == 1 ? C : (p->n - r) * C) : 0;
     T sh = 0, m_run = -INFINITY;
     FN(lanes) L;
     FN(lanes_init)(&L);
@@ -410,7 +466,8 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
         const fxe_ssize nb = C - c0 < FXE_BLK ? C - c0 : FXE_BLK;
         const T *xb = x + c0;
         T bm;
-        FXE_PREFETCH_NEXT(x, c0 + FXE_PF * FXE_BLK, C, y);
+        FN(prefetch)((const T *)p->x, r * C + c0 + FXE_PF * FXE_BLK, p->n * C);
+        if (dense) FN(prefetch)(y, c0 + FXE_PF * FXE_BLK, y_left);
         if (p->check) {
             T bmn;
             double bsum;
@@ -436,14 +493,13 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
             m_run = sh = bm;
             /* the first index of the new max, found while x is intact (the gradient may be
              * x itself): the dominant class of the fix-up below */
-            fxe_ssize fi = 0;
-            while (fi < nb - 1 && xb[fi] != bm) fi++;
-            amax = c0 + fi;
+            if (g) amax = c0 + FN(first_eq)(xb, nb, bm);
         }
         if (keep_shifts) shifts[bi] = sh;
         FN(pass_a)(xb, dense ? y + c0 : NULL, cw ? cw + c0 : NULL, nb, sh, a, bsm,
                    E ? E + c0 : NULL, &L, dense, smooth);
     }
+    if (t >= 0 && g != x) xt = x[t];
     const double s1 = L.s1, cnt = L.n;
     const double S = L.S, D = L.D;
     const double m = (double)sh;
