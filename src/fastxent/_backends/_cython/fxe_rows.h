@@ -748,6 +748,7 @@ static double FN(softmax_small)(const fxe_params *p, fxe_ssize r0, fxe_ssize r1,
                               zz, gs, 0, 0);
         if (want_loss) {
             double btotal = 0.0;
+#pragma omp simd reduction(+:btotal)
             for (fxe_ssize i = 0; i < nb; i++) btotal += (double)lossv[i] * (double)rwv[i];
             total += btotal;
         }
@@ -771,9 +772,14 @@ static double FN(softmax_small)(const fxe_params *p, fxe_ssize r0, fxe_ssize r1,
         }
         if (!G) continue;
         /* 6. gradient, class-major (into xs): k e - wy sc; rows without a coef term get
-         * -wy sc, dropped rows 0 */
+         * -wy sc, dropped rows 0. The dominant class of a row with one maximum, without
+         * cancellation (softmax_row): coef p_a - wy_a = (coef - wy_a) - coef s1 / s. */
 #pragma omp simd
-        for (fxe_ssize i = 0; i < nb; i++) rwv[i] = gs * rwv[i];      /* the gradient scale */
+        for (fxe_ssize i = 0; i < nb; i++) {
+            rwv[i] = gs * rwv[i];                                 /* the gradient scale */
+            s1[i] = s1[i] / (1 + s1[i]);                          /* s1 / s */
+            amv[i] = kv[i] != 0 && cntv[i] == 1 ? amv[i] : (T)-1; /* rows with a fix-up */
+        }
         for (fxe_ssize c = 0; c < C; c++) {
             const T *ec = es + c * FXE_SB, *yc = ys + c * FXE_SB;
             T *gc = xs + c * FXE_SB;
@@ -782,32 +788,20 @@ static double FN(softmax_small)(const fxe_params *p, fxe_ssize r0, fxe_ssize r1,
 #pragma omp simd
                 for (fxe_ssize i = 0; i < nb; i++) {
                     const T yv = ybc ? Y[c] : yc[i];
-                    gc[i] = (kv[i] != 0 ? kv[i] * ec[i] : (T)0) - (a * yv + bsm) * w * rwv[i];
+                    const T wy = (a * yv + bsm) * w;
+                    const T gv = (kv[i] != 0 ? kv[i] * ec[i] : (T)0) - wy * rwv[i];
+                    gc[i] = amv[i] == cf ? ((Sv[i] - wy) - Sv[i] * s1[i]) * rwv[i] : gv;
                 }
             } else {
 #pragma omp simd
                 for (fxe_ssize i = 0; i < nb; i++) {
-                    const T lab = tv[i] == cf ? at[i] : (T)0;
-                    const T gv = (kv[i] != 0 ? kv[i] * ec[i] : (T)0) - (bsm * w + lab) * rwv[i];
-                    gc[i] = tv[i] >= 0 ? gv : (T)0;
+                    const T wy = bsm * w + (tv[i] == cf ? at[i] : (T)0);
+                    const T gv = (kv[i] != 0 ? kv[i] * ec[i] : (T)0) - wy * rwv[i];
+                    gc[i] = amv[i] == cf ? ((Sv[i] - wy) - Sv[i] * s1[i]) * rwv[i]
+                                         : (tv[i] >= 0 ? gv : (T)0);
                 }
             }
         }
-        /* 7. the dominant class, without cancellation (softmax_row): its target weight
-         * gathered, the value computed across rows, stored in its place */
-        for (fxe_ssize i = 0; i < nb; i++) {
-            const fxe_ssize am = amv[i] >= 0 ? (fxe_ssize)amv[i] : 0;
-            const T yv = dense ? (ybc ? Y[am] : ys[am * FXE_SB + i]) : (T)0;
-            xt[i] = (dense ? a * yv + bsm : bsm + (amv[i] == tv[i] ? ome : (T)0)) * wv[am];
-        }
-#pragma omp simd
-        for (fxe_ssize i = 0; i < nb; i++) {
-            const T coef = Sv[i];
-            xt[i] = ((coef - xt[i]) - coef * (s1[i] / (1 + s1[i]))) * rwv[i];
-        }
-        for (fxe_ssize i = 0; i < nb; i++)
-            if (kv[i] != 0 && cntv[i] == 1 && amv[i] >= 0)
-                xs[(fxe_ssize)amv[i] * FXE_SB + i] = xt[i];
         T *gb = G + b0 * C;
         if (capped) {
             for (fxe_ssize c = 0; c < C; c++) {
