@@ -114,7 +114,7 @@ FXE_INLINE void FN(lanes_init)(FN(lanes) *L) { L->s1 = L->n = L->S = L->D = 0.0;
 /* the terms of element c of pass A (see pass_a_) */
 #define FXE_PASS_A_TERMS(c) do { \
         const T xc = xin[c], d = sh - xc, e = EXP(-d); \
-        const int top = xc == sh;          /* e is exactly 1 there: s1 leaves it out */ \
+        const int top = has_top && xc == sh;  /* e is exactly 1 there: s1 leaves it out */ \
         bs += top ? (T)0 : e; \
         bn += top ? (T)1 : (T)0; \
         if (store) E[c] = e; \
@@ -134,7 +134,7 @@ FXE_INLINE void FN(lanes_init)(FN(lanes) *L) { L->s1 = L->n = L->S = L->D = 0.0;
 FXE_INLINE void FN(pass_a_)(const T *xin, const T *y, const T *cw, fxe_ssize nb, T sh,
                             T a, T b, T *E, FN(lanes) *L,
                             const int dense, const int store, const int smooth,
-                            const int use_cw)
+                            const int use_cw, const int has_top)
 {
     const int lab = dense || smooth;
     const fxe_ssize nfull = nb - nb % FXE_SUMB;
@@ -182,30 +182,41 @@ FXE_INLINE void FN(pass_a_)(const T *xin, const T *y, const T *cw, fxe_ssize nb,
     }
 }
 
+/* has_top: the block may hold x == sh (its max is the shift); a block whose max is below
+ * the shift takes the loop without the equality test (integer labels without smoothing,
+ * and dense labels without class weights: the common calls) */
 FXE_INLINE void FN(pass_a)(const T *xin, const T *y, const T *cw, fxe_ssize nb, T sh, T a,
-                           T b, T *E, FN(lanes) *L, int dense, int smooth)
+                           T b, T *E, FN(lanes) *L, int dense, int smooth, int has_top)
 {
     const int st = E != NULL;
+#define FXE_PA(d, s_, sm, w, t) FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, d, s_, sm, w, t)
     if (dense) {
         if (cw) {
-            if (st) FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 1, 1, 0, 1);
-            else FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 1, 0, 0, 1);
+            if (st) FXE_PA(1, 1, 0, 1, 1);
+            else FXE_PA(1, 0, 0, 1, 1);
+        } else if (has_top) {
+            if (st) FXE_PA(1, 1, 0, 0, 1);
+            else FXE_PA(1, 0, 0, 0, 1);
         } else {
-            if (st) FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 1, 1, 0, 0);
-            else FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 1, 0, 0, 0);
+            if (st) FXE_PA(1, 1, 0, 0, 0);
+            else FXE_PA(1, 0, 0, 0, 0);
         }
     } else if (smooth) {
         if (cw) {
-            if (st) FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 0, 1, 1, 1);
-            else FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 0, 0, 1, 1);
+            if (st) FXE_PA(0, 1, 1, 1, 1);
+            else FXE_PA(0, 0, 1, 1, 1);
         } else {
-            if (st) FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 0, 1, 1, 0);
-            else FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 0, 0, 1, 0);
+            if (st) FXE_PA(0, 1, 1, 0, 1);
+            else FXE_PA(0, 0, 1, 0, 1);
         }
+    } else if (has_top) {
+        if (st) FXE_PA(0, 1, 0, 0, 1);
+        else FXE_PA(0, 0, 0, 0, 1);
     } else {
-        if (st) FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 0, 1, 0, 0);
-        else FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, 0, 0, 0, 0);
+        if (st) FXE_PA(0, 1, 0, 0, 0);
+        else FXE_PA(0, 0, 0, 0, 0);
     }
+#undef FXE_PA
 }
 
 /* ------------------------------------------------------------------ softmax pass B */
@@ -256,17 +267,19 @@ FXE_INLINE void FN(cap_chain)(T *g, const T *x, fxe_ssize nb, T cap, T inv_cap)
 #define FXE_MAXB 4096                /* blocks per row kept on the stack (8M classes) */
 #endif
 
-/* Ask for elements [from, from + FXE_BLK) of an array of `to` elements (the next block,
- * which may be the next row's) while this block is computed: pass A is compute-bound and
- * the max of a block memory-bound, so without this the two alternate instead of
- * overlapping. Never past the array's end. */
-FXE_INLINE void FN(prefetch)(const T *a, fxe_ssize from, fxe_ssize to)
+/* Ask for elements [from, from + n) of an array of `to` elements while this block is
+ * computed: pass A is compute-bound and the max of a block memory-bound, so without this
+ * the two alternate instead of overlapping. Called with the block FXE_BLK elements ahead of
+ * the current one, which may be in a later row (rows of fewer than FXE_BLK classes), and
+ * n = the current block's length, so that every line is asked for once. Never past the
+ * array's end. */
+FXE_INLINE void FN(prefetch)(const T *a, fxe_ssize from, fxe_ssize n, fxe_ssize to)
 {
 #if defined(__GNUC__) || defined(__clang__)
-    to = to < from + FXE_BLK ? to : from + FXE_BLK;
+    to = to < from + n ? to : from + n;
     for (fxe_ssize k = from; k < to; k += 64 / (fxe_ssize)sizeof(T)) __builtin_prefetch(a + k, 0, 3);
 #else
-    (void)a; (void)from; (void)to;
+    (void)a; (void)from; (void)n; (void)to;
 #endif
 }
 
@@ -394,7 +407,7 @@ static double FN(row_lse)(const T *x, fxe_ssize C)
     m = m == -INFINITY ? (T)0 : m;
     FN(lanes) L;
     FN(lanes_init)(&L);
-    FN(pass_a)(x, NULL, NULL, C, m, 0, 0, NULL, &L, 0, 0);
+    FN(pass_a)(x, NULL, NULL, C, m, 0, 0, NULL, &L, 0, 0, 1);
     return FN(lse_of)(m, L.s1, L.n);
 }
 
@@ -466,8 +479,8 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
         const fxe_ssize nb = C - c0 < FXE_BLK ? C - c0 : FXE_BLK;
         const T *xb = x + c0;
         T bm;
-        FN(prefetch)((const T *)p->x, r * C + c0 + FXE_PF * FXE_BLK, p->n * C);
-        if (dense) FN(prefetch)(y, c0 + FXE_PF * FXE_BLK, y_left);
+        FN(prefetch)((const T *)p->x, r * C + c0 + FXE_PF * FXE_BLK, nb, p->n * C);
+        if (dense) FN(prefetch)(y, c0 + FXE_PF * FXE_BLK, nb, y_left);
         if (p->check) {
             T bmn;
             double bsum;
@@ -497,7 +510,7 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
         }
         if (keep_shifts) shifts[bi] = sh;
         FN(pass_a)(xb, dense ? y + c0 : NULL, cw ? cw + c0 : NULL, nb, sh, a, bsm,
-                   E ? E + c0 : NULL, &L, dense, smooth);
+                   E ? E + c0 : NULL, &L, dense, smooth, bm == sh);
     }
     if (t >= 0 && g != x) xt = x[t];
     const double s1 = L.s1, cnt = L.n;
@@ -1064,12 +1077,12 @@ static double FN(softmax_util_rows)(const fxe_params *p, fxe_ssize r0, fxe_ssize
         FN(lanes) L;
         FN(lanes_init)(&L);
         if (p->mode == 0) {
-            FN(pass_a)(x, NULL, NULL, C, m, 0, 0, o, &L, 0, 0);
+            FN(pass_a)(x, NULL, NULL, C, m, 0, 0, o, &L, 0, 0, 1);
             const T inv = (T)(1.0 / (L.n + L.s1));
 #pragma omp simd
             for (fxe_ssize c = 0; c < C; c++) o[c] = o[c] * inv;
         } else {
-            FN(pass_a)(x, NULL, NULL, C, m, 0, 0, NULL, &L, 0, 0);
+            FN(pass_a)(x, NULL, NULL, C, m, 0, 0, NULL, &L, 0, 0, 1);
             const T logs = (T)FN(log_s)(L.s1, L.n);
 #pragma omp simd
             for (fxe_ssize c = 0; c < C; c++) o[c] = (x[c] - m) - logs;
