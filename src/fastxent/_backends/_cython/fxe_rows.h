@@ -95,6 +95,17 @@ FXE_INLINE T FN(capv)(T x, T cap, T inv_cap)
     return cap * th;
 }
 
+/* Ask for elements [from, from + n) of an array of `to` elements (never past its end). */
+FXE_INLINE void FN(prefetch)(const T *a, fxe_ssize from, fxe_ssize n, fxe_ssize to)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    to = to < from + n ? to : from + n;
+    for (fxe_ssize k = from; k < to; k += 64 / (fxe_ssize)sizeof(T)) __builtin_prefetch(a + k, 0, 3);
+#else
+    (void)a; (void)from; (void)n; (void)to;
+#endif
+}
+
 /* ------------------------------------------------------------------ softmax pass A */
 
 /* One block of pass A, shift sh: sums of exp(x - sh) over x != sh (s1) and the count of
@@ -131,10 +142,16 @@ FXE_INLINE void FN(lanes_init)(FN(lanes) *L) { L->s1 = L->n = L->S = L->D = 0.0;
 
 #define FXE_LANES 16                 /* lanes of pass A's sums (two AVX2 float vectors) */
 
+/* pf: the logits one block (FXE_BLK elements) ahead in the array, which may be a later
+ * row's, pfn of them left before its end. Pass A is compute-bound and the max of the next
+ * block memory-bound: asked for a chunk at a time while pass A computes, the next block
+ * arrives without the two alternating, and without a burst of requests that fills the
+ * core's miss queues (measured: 1.2x faster than one burst per block). */
+
 FXE_INLINE void FN(pass_a_)(const T *xin, const T *y, const T *cw, fxe_ssize nb, T sh,
                             T a, T b, T *E, FN(lanes) *L,
                             const int dense, const int store, const int smooth,
-                            const int use_cw, const int has_top)
+                            const int use_cw, const int has_top, const T *pf, fxe_ssize pfn)
 {
     const int lab = dense || smooth;
     const fxe_ssize nfull = nb - nb % FXE_SUMB;
@@ -145,6 +162,7 @@ FXE_INLINE void FN(pass_a_)(const T *xin, const T *y, const T *cw, fxe_ssize nb,
         double As[FXE_LANES], An[FXE_LANES], AS[FXE_LANES], AD[FXE_LANES];
         for (int k = 0; k < FXE_LANES; k++) As[k] = An[k] = AS[k] = AD[k] = 0.0;
         for (; c0 < nfull; c0 += FXE_SUMB) {
+            FN(prefetch)(pf, c0, FXE_SUMB, pfn);
 #pragma omp simd
             for (int k = 0; k < FXE_LANES; k++) {
                 T bs = 0, bn = 0, bS = 0, bD = 0;
@@ -170,6 +188,7 @@ FXE_INLINE void FN(pass_a_)(const T *xin, const T *y, const T *cw, fxe_ssize nb,
         }
     }
     if (c0 < nb) {
+        FN(prefetch)(pf, c0, nb - c0, pfn);
         T bs = 0, bn = 0, bS = 0, bD = 0;
 #pragma omp simd reduction(+:bs, bn, bS, bD)
         for (fxe_ssize c = c0; c < nb; c++) FXE_PASS_A_TERMS(c);
@@ -186,10 +205,11 @@ FXE_INLINE void FN(pass_a_)(const T *xin, const T *y, const T *cw, fxe_ssize nb,
  * the shift takes the loop without the equality test (integer labels without smoothing,
  * and dense labels without class weights: the common calls) */
 FXE_INLINE void FN(pass_a)(const T *xin, const T *y, const T *cw, fxe_ssize nb, T sh, T a,
-                           T b, T *E, FN(lanes) *L, int dense, int smooth, int has_top)
+                           T b, T *E, FN(lanes) *L, int dense, int smooth, int has_top,
+                           const T *pf, fxe_ssize pfn)
 {
     const int st = E != NULL;
-#define FXE_PA(d, s_, sm, w, t) FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, d, s_, sm, w, t)
+#define FXE_PA(d, s_, sm, w, t) FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, d, s_, sm, w, t, pf, pfn)
     if (dense) {
         if (cw) {
             if (st) FXE_PA(1, 1, 0, 1, 1);
@@ -262,26 +282,9 @@ FXE_INLINE void FN(cap_chain)(T *g, const T *x, fxe_ssize nb, T cap, T inv_cap)
 /* ------------------------------------------------------------------ softmax rows */
 
 #ifndef FXE_BLK
-#define FXE_PF 1                     /* blocks ahead to prefetch */
 #define FXE_BLK 2048                 /* pass A block: x, E (and y) of a block stay in L1 */
 #define FXE_MAXB 4096                /* blocks per row kept on the stack (8M classes) */
 #endif
-
-/* Ask for elements [from, from + n) of an array of `to` elements while this block is
- * computed: pass A is compute-bound and the max of a block memory-bound, so without this
- * the two alternate instead of overlapping. Called with the block FXE_BLK elements ahead of
- * the current one, which may be in a later row (rows of fewer than FXE_BLK classes), and
- * n = the current block's length, so that every line is asked for once. Never past the
- * array's end. */
-FXE_INLINE void FN(prefetch)(const T *a, fxe_ssize from, fxe_ssize n, fxe_ssize to)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    to = to < from + n ? to : from + n;
-    for (fxe_ssize k = from; k < to; k += 64 / (fxe_ssize)sizeof(T)) __builtin_prefetch(a + k, 0, 3);
-#else
-    (void)a; (void)from; (void)n; (void)to;
-#endif
-}
 
 /* Backward from a saved logsumexp: one pass, g = (coef exp(x - lse) - wy) sc. With integer
  * labels the target's term uses expm1(x_t - lse), exact where p_t is close to 1. */
@@ -407,7 +410,7 @@ static double FN(row_lse)(const T *x, fxe_ssize C)
     m = m == -INFINITY ? (T)0 : m;
     FN(lanes) L;
     FN(lanes_init)(&L);
-    FN(pass_a)(x, NULL, NULL, C, m, 0, 0, NULL, &L, 0, 0, 1);
+    FN(pass_a)(x, NULL, NULL, C, m, 0, 0, NULL, &L, 0, 0, 1, NULL, 0);
     return FN(lse_of)(m, L.s1, L.n);
 }
 
@@ -479,8 +482,11 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
         const fxe_ssize nb = C - c0 < FXE_BLK ? C - c0 : FXE_BLK;
         const T *xb = x + c0;
         T bm;
-        FN(prefetch)((const T *)p->x, r * C + c0 + FXE_PF * FXE_BLK, nb, p->n * C);
-        if (dense) FN(prefetch)(y, c0 + FXE_PF * FXE_BLK, nb, y_left);
+        /* the logits one block ahead, asked for during pass A; the labels' now */
+        const fxe_ssize pfo = r * C + c0 + FXE_BLK;
+        const T *pfx = (const T *)p->x + (pfo < p->n * C ? pfo : 0);
+        const fxe_ssize pfn = pfo < p->n * C ? p->n * C - pfo : 0;
+        if (dense) FN(prefetch)(y, c0 + FXE_BLK, nb, y_left);
         if (p->check) {
             T bmn;
             double bsum;
@@ -510,7 +516,7 @@ static double FN(softmax_row)(const fxe_params *p, fxe_ssize r, T *scratch, fxe_
         }
         if (keep_shifts) shifts[bi] = sh;
         FN(pass_a)(xb, dense ? y + c0 : NULL, cw ? cw + c0 : NULL, nb, sh, a, bsm,
-                   E ? E + c0 : NULL, &L, dense, smooth, bm == sh);
+                   E ? E + c0 : NULL, &L, dense, smooth, bm == sh, pfx, pfn);
     }
     if (t >= 0 && g != x) xt = x[t];
     const double s1 = L.s1, cnt = L.n;
@@ -1077,12 +1083,12 @@ static double FN(softmax_util_rows)(const fxe_params *p, fxe_ssize r0, fxe_ssize
         FN(lanes) L;
         FN(lanes_init)(&L);
         if (p->mode == 0) {
-            FN(pass_a)(x, NULL, NULL, C, m, 0, 0, o, &L, 0, 0, 1);
+            FN(pass_a)(x, NULL, NULL, C, m, 0, 0, o, &L, 0, 0, 1, NULL, 0);
             const T inv = (T)(1.0 / (L.n + L.s1));
 #pragma omp simd
             for (fxe_ssize c = 0; c < C; c++) o[c] = o[c] * inv;
         } else {
-            FN(pass_a)(x, NULL, NULL, C, m, 0, 0, NULL, &L, 0, 0, 1);
+            FN(pass_a)(x, NULL, NULL, C, m, 0, 0, NULL, &L, 0, 0, 1, NULL, 0);
             const T logs = (T)FN(log_s)(L.s1, L.n);
 #pragma omp simd
             for (fxe_ssize c = 0; c < C; c++) o[c] = (x[c] - m) - logs;
