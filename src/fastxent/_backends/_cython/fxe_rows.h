@@ -18,9 +18,9 @@
  * (s1 < eps) the loss log1p(s1) and the dominant class's gradient -s1 / s keep their
  * digits instead of cancelling to 0 (TensorFlow's tail-accuracy tests). Pass B turns the
  * stored exponentials into the gradient while the row is in L2: exp is evaluated once per
- * element. Accumulators: block partial sums of 128 elements in T (the SIMD lanes of
- * `omp simd reduction`), added in double (at least as accurate as NumPy's pairwise sum);
- * row scalars in double.
+ * element. Accumulators: 16 lanes, each summing 8 terms per 128-element chunk in T, then
+ * adding that to its own double (at least as accurate as NumPy's pairwise sum); row
+ * scalars in double.
  */
 
 
@@ -100,7 +100,8 @@ FXE_INLINE void FN(prefetch)(const T *a, fxe_ssize from, fxe_ssize n, fxe_ssize 
 {
 #if defined(__GNUC__) || defined(__clang__)
     to = to < from + n ? to : from + n;
-    for (fxe_ssize k = from; k < to; k += 64 / (fxe_ssize)sizeof(T)) __builtin_prefetch(a + k, 0, 3);
+    for (fxe_ssize k = from; k < to; k += 64 / (fxe_ssize)sizeof(T))
+        __builtin_prefetch(a + k, 0, 3);
 #else
     (void)a; (void)from; (void)n; (void)to;
 #endif
@@ -113,8 +114,9 @@ FXE_INLINE void FN(prefetch)(const T *a, fxe_ssize from, fxe_ssize n, fxe_ssize 
  * with smoothing S = sum w, D = sum_{w != 0} w (sh - x) (w = cw or 1). Stores exp(x - sh)
  * when store. xin are the (possibly softcapped) logits of the block. The flags are
  * compile-time constants after inlining: each combination is its own vectorised loop.
- * Sums: partial sums of FXE_SUMB elements in T (in the SIMD lanes of `omp simd
- * reduction`: FXE_SUMB / lanes terms per lane, then a short tree), added in double. */
+ * Sums: FXE_LANES lanes, each summing FXE_SUMB / FXE_LANES terms of every FXE_SUMB-element
+ * chunk in T and adding that to its own double; the last partial chunk is one `omp simd
+ * reduction` added in double. */
 #ifndef FXE_SUMB
 #define FXE_SUMB 128
 #endif
@@ -143,10 +145,11 @@ FXE_INLINE void FN(lanes_init)(FN(lanes) *L) { L->s1 = L->n = L->S = L->D = 0.0;
 #define FXE_LANES 16                 /* lanes of pass A's sums (two AVX2 float vectors) */
 
 /* pf: the logits one block (FXE_BLK elements) ahead in the array, which may be a later
- * row's, pfn of them left before its end; pfy, pfyn: the same for dense labels. Pass A is compute-bound and the max of the next
- * block memory-bound: asked for a chunk at a time while pass A computes, the next block
- * arrives without the two alternating, and without a burst of requests that fills the
- * core's miss queues (measured: 1.2x faster than one burst per block). */
+ * row's, pfn of them left before its end; pfy, pfyn: the same for dense labels. Pass A is
+ * compute-bound and the max of the next block memory-bound: asked for a chunk at a time
+ * while pass A computes, the next block arrives without the two alternating, and without
+ * a burst of requests that fills the core's miss queues (measured: 1.2x faster than one
+ * burst per block). */
 
 FXE_INLINE void FN(pass_a_)(const T *xin, const T *y, const T *cw, fxe_ssize nb, T sh,
                             T a, T b, T *E, FN(lanes) *L,
@@ -212,7 +215,8 @@ FXE_INLINE void FN(pass_a)(const T *xin, const T *y, const T *cw, fxe_ssize nb, 
                            const T *pf, fxe_ssize pfn, const T *pfy, fxe_ssize pfyn)
 {
     const int st = E != NULL;
-#define FXE_PA(d, s_, sm, w, t) FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, d, s_, sm, w, t, pf, pfn, pfy, pfyn)
+#define FXE_PA(d, s_, sm, w, t) \
+    FN(pass_a_)(xin, y, cw, nb, sh, a, b, E, L, d, s_, sm, w, t, pf, pfn, pfy, pfyn)
     if (dense) {
         if (cw) {
             if (st) FXE_PA(1, 1, 0, 1, 1);
