@@ -35,10 +35,7 @@ def time_call(fn, repeat, budget, prepare=None):
     """
     if prepare is not None:
         prepare()
-    t0 = time.perf_counter()
-    fn()
-    one = time.perf_counter() - t0
-    number = max(1, min(10000, int(2e-3 / max(one, 1e-9))))
+    number, one = _calls_per_sample(fn, 2e-3)
     min_samples = min(repeat, 1 if one > budget / 3 else 3)
     samples = []
     start = time.perf_counter()
@@ -50,6 +47,34 @@ def time_call(fn, repeat, budget, prepare=None):
         if len(samples) >= min_samples and time.perf_counter() - start >= budget:
             break
     return statistics.median(samples), samples, number
+
+
+def _calls_per_sample(fn, seconds):
+    """(calls of ``fn`` lasting about ``seconds``, 1 to 10,000; the seconds of one call),
+    from one call of ``fn``."""
+    t0 = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t0
+    return max(1, min(10000, int(seconds / max(one, 1e-9)))), one
+
+
+def interleaved(fns, repeat, sample_s=0.0):
+    """Seconds per call of each callable of the dict ``fns``: ``{name: (best, median)}``.
+
+    The callables are sampled in turn for ``repeat`` rounds, so that a slow moment of a
+    shared machine hits all of them alike. With ``sample_s`` > 0 each is called once first
+    and a sample runs it enough times to last about ``sample_s``; else a sample is one call.
+    """
+    numbers = {k: _calls_per_sample(f, sample_s)[0] if sample_s > 0 else 1
+               for k, f in fns.items()}
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(numbers[k]):
+                f()
+            times[k].append((time.perf_counter() - t0) / numbers[k])
+    return {k: (min(ts), statistics.median(ts)) for k, ts in times.items()}
 
 
 class BusyCores:

@@ -20,18 +20,11 @@ import time
 
 import numpy as np
 
+from .common import interleaved
+
 
 def _noop(*args, **kwargs):
     return np.zeros((1, 1))
-
-
-def _best(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def run(shape, chunks, workers, repeat, label):
@@ -65,11 +58,10 @@ def run(shape, chunks, workers, repeat, label):
         single = fx.SparseSoftmaxCrossEntropy(reduction="mean")
         g = np.empty_like(x)
         single.loss_gradient(t, x, gradient_out=g)
-        t_dask, t_single = [], []
-        for _ in range(repeat):
-            t_dask.append(_best(step, 1))
-            t_single.append(_best(lambda: single.loss_gradient(t, x, gradient_out=g), 1))
-        t_dask, t_single = min(t_dask), min(t_single)
+        best = interleaved({"dask": step,
+                            "single": lambda: single.loss_gradient(t, x, gradient_out=g)},
+                           repeat)
+        t_dask, t_single = best["dask"][0], best["single"][0]
         del x, t, g
         _, grad = step()
         t0 = time.perf_counter()
@@ -80,7 +72,7 @@ def run(shape, chunks, workers, repeat, label):
         loss, grad = loss_fn.loss_gradient(T, X)
         n_tasks = len(dict(grad.__dask_graph__())) + len(dict(loss.__dask_graph__()))
         empty = da.map_blocks(_noop, X, chunks=((1,) * X.numblocks[0], (1,) * X.numblocks[1]))
-        t_sched = _best(lambda: empty.sum().compute(), repeat)
+        t_sched = interleaved({0: lambda: empty.sum().compute()}, repeat)[0][0]
     ratio = t_dask / t_single
     print(f"{label}: {shape} float32, chunks {tuple(len(c) for c in X.chunks)} "
           f"({n_tasks} tasks), {workers} workers x 1 thread")

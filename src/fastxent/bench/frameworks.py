@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from .common import interleaved
+
 
 def _set_threads(n):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -36,21 +38,6 @@ def _set_threads(n):
         torch.set_num_threads(n)
     except ImportError:
         pass
-
-
-def _best(fns, repeat):
-    """Interleaved timings of several callables: {name: (best, median)} in seconds."""
-    times = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    out = {}
-    for k, ts in times.items():
-        ts.sort()
-        out[k] = (ts[0], ts[len(ts) // 2])
-    return out
 
 
 def _report(title, res, base, unit=1e3, label="ms"):
@@ -83,7 +70,7 @@ def big(n=2048, c=32768, repeat=7):
            "F.cross_entropy": run(F.cross_entropy)}
     for f in fns.values():
         f()
-    res = _best(fns, repeat)
+    res = interleaved(fns, repeat)
     _report(f"({n}, {c}) float32 forward+backward, torch eager", res, "F.cross_entropy")
     out = {"torch": res}
     try:
@@ -113,7 +100,7 @@ def big_jax(n=2048, c=32768, repeat=7):
     fns = {"fastxent.jax (jit)": make(fxj), "optax (jit)": make(optax)}
     for f in fns.values():
         f()
-    res = _best(fns, repeat)
+    res = interleaved(fns, repeat)
     _report(f"({n}, {c}) float32 value_and_grad, jax.jit", res, "optax (jit)")
     return res
 
@@ -146,7 +133,7 @@ def overhead(n=256, c=10, repeat=15, number=200):
            "F.cross_entropy": loop(F.cross_entropy)}
     for f in fns.values():
         f()
-    res = {k: (b / number, m / number) for k, (b, m) in _best(fns, repeat).items()}
+    res = {k: (b / number, m / number) for k, (b, m) in interleaved(fns, repeat).items()}
     _report(f"({n}, {c}) float32 forward+backward per call, eager", res, "F.cross_entropy",
             unit=1e6, label="us")
     return res

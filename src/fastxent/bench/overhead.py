@@ -16,12 +16,11 @@ The overhead is (whole call - kernel work), reported in units of np.add.
 """
 
 import sys
-import time
 
 import numpy as np
 
 from .. import _plan
-from .common import loss_object
+from .common import interleaved, loss_object
 
 SCALE = 64
 
@@ -32,25 +31,6 @@ def add_arguments(parser):
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--repeat", type=int, default=15, help="samples per timing (>= 1)")
     return parser
-
-
-def _interleaved(fns, repeat):
-    """Best seconds per call of each of ``fns``, sampled in rounds (one ~2 ms sample of
-    each per round) so that a slow moment of a shared machine hits all of them alike."""
-    numbers = []
-    for fn in fns:
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        numbers.append(max(1, int(2e-3 / max(time.perf_counter() - t0, 1e-9))))
-    best = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for k, (fn, number) in enumerate(zip(fns, numbers)):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            best[k] = min(best[k], (time.perf_counter() - t0) / number)
-    return best
 
 
 def measure(rows=256, classes=10, dtype="float32", repeat=15):
@@ -70,8 +50,9 @@ def measure(rows=256, classes=10, dtype="float32", repeat=15):
                  "forward": (lambda: obj.loss(t, x), lambda: obj.loss(tl, xl))}
         result[name] = {}
         for op, (small, large) in calls.items():
-            unit, whole, kernel = _interleaved(
-                [lambda: np.add(a, b, out=c), small, large], repeat)
+            res = interleaved({"unit": lambda: np.add(a, b, out=c), "whole": small,
+                               "kernel": large}, repeat, sample_s=2e-3)
+            unit, whole, kernel = (res[k][0] for k in ("unit", "whole", "kernel"))
             kernel /= SCALE
             units.append(unit)
             result[name][op] = (whole, kernel, (whole - kernel) / unit)
