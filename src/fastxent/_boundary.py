@@ -24,6 +24,16 @@ REDUCTIONS = ("none", "sum", "mean")
 CHECK_MODES = ("off", "warn", "raise")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.iinfo(np.int64)
+_INTP = np.dtype(np.intp)
+
+
+def may_overlap(a, b):
+    """``np.may_share_memory(a, b)`` for two ndarrays, decided in two flag reads when both
+    own their memory (distinct arrays that own their memory never overlap); else NumPy's
+    bounds test."""
+    if a is not b and a.flags.owndata and b.flags.owndata:
+        return False
+    return np.may_share_memory(a, b)
 
 
 # ------------------------------------------------------------------------------ problems
@@ -34,9 +44,11 @@ class _Problem:
 
     x = shape = axis = lead = out_dtype = reduction = check = backend = n_threads = None
     rs = sw = loss_out = gradient_out = lse_out = hessian_out = user_x = None
+    direct_out = None  # gradient_out when the kernels write it as it is (canonical, separate)
     grad_loss = 1.0
     x_is_view = False
     names = ("labels", "logits")  # the user's argument names, for diagnostics
+    weight_name = "class_weight"  # the user's name of cw
     y = t = cw = ignore_index = None
     eps = z = softcap = 0.0
     family = None
@@ -119,6 +131,7 @@ class Sigmoid(_Problem):
     """Elementwise: the last axis plays the class axis; y (n, C); cw is pos_weight."""
     family = _backends.SIGMOID
     kind = "sigmoid"
+    weight_name = "pos_weight"
     loss_per_row = False
     canonical = True  # the last axis is the class axis, always
 
@@ -310,7 +323,7 @@ def integer_labels(labels, x, axis, name="labels", xname="logits"):
         raise TypeError(f"{name} is required (got None): pass integer class indices of shape "
                         f"{lead_shape(x.shape, axis)}")
     t = np.asarray(labels)
-    if t.dtype == np.intp and t.ndim == 1 and x.ndim == 2 and axis == 1 and \
+    if (t.dtype is _INTP or t.dtype == _INTP) and t.ndim == 1 and x.ndim == 2 and axis == 1 and \
             t.shape[0] == x.shape[0]:
         return (t if t.flags.c_contiguous else np.ascontiguousarray(t)), t
     t = _native(t)
@@ -564,13 +577,13 @@ def check_overlaps(outputs, inputs, alias=None):
     ins = [(n, b) for n, b in inputs if b is not None]
     for i, (name, a) in enumerate(outs):
         for other, b in outs[i + 1:]:
-            if np.may_share_memory(a, b):
+            if may_overlap(a, b):
                 raise ValueError(f"{name} and {other} overlap in memory; pass separate "
                                  f"buffers")
         for other, b in ins:
             if a is b and alias is not None and (name, other) == alias[:2]:
                 continue
-            if not np.may_share_memory(a, b):
+            if not may_overlap(a, b):
                 continue
             if alias is not None and (name, other) == alias[:2] and \
                     _canonical_view(a, alias[2]):
@@ -596,7 +609,13 @@ def _canonical_view(out, x):
             np.may_share_memory(out, x) and _same_buffer(out.reshape(x.shape), x))
 
 
-def _gradient_out_fast(p, out, inputs):
+def _inputs(p, labels):
+    """(name, array) of every input of p an output must not overlap (None: absent)."""
+    return [("labels", labels), (p.weight_name, p.cw), ("sample_weight", p.sw),
+            ("grad_loss", p.rs)]
+
+
+def _gradient_out_fast(p, out, labels):
     """The common case of :func:`_outputs`, decided in a few attribute reads: only a
     ``gradient_out`` is given, a separate C-contiguous buffer exactly like the canonical
     logits (or the logits themselves, in place). True when it was accepted; False sends the
@@ -608,19 +627,23 @@ def _gradient_out_fast(p, out, inputs):
     if out is x:
         if not p.x_is_view:
             return False
-    elif np.may_share_memory(out, x):
+    elif may_overlap(out, x):
         return False
-    for _, a in inputs:
-        if a is not None and np.may_share_memory(out, a):
-            return False
-    p.gradient_out = out
+    if labels is not None and may_overlap(out, labels):
+        return False
+    if p.cw is not None or p.sw is not None or p.rs is not None:
+        for _, a in _inputs(p, None):
+            if a is not None and may_overlap(out, a):
+                return False
+    p.gradient_out = p.direct_out = out
     return True
 
 
-def _outputs(p, loss_out, gradient_out, lse_out, mixed, inputs, hessian_out=None):
-    """Check the outputs of a problem and set them on it (user buffers, user layout)."""
+def _outputs(p, labels, loss_out, gradient_out, lse_out=None, hessian_out=None, mixed=True):
+    """Check the outputs of a problem and set them on it (user buffers, user layout);
+    ``labels`` the problem's canonical labels (None: absent)."""
     if loss_out is None and lse_out is None and hessian_out is None and \
-            gradient_out is not None and _gradient_out_fast(p, gradient_out, inputs):
+            gradient_out is not None and _gradient_out_fast(p, gradient_out, labels):
         return
     outs = []
     if loss_out is not None:
@@ -644,7 +667,8 @@ def _outputs(p, loss_out, gradient_out, lse_out, mixed, inputs, hessian_out=None
             if out is not None and out.dtype == p.x.dtype:
                 alias = (name, "logits", p.x)
                 break
-    check_overlaps(outs, inputs + [("logits", p.user_x if p.x_is_view else None)], alias)
+    check_overlaps(outs, _inputs(p, labels) + [("logits", p.user_x if p.x_is_view else None)],
+                   alias)
 
 
 def _logits(p, logits, axis, xname):
@@ -681,29 +705,25 @@ def softmax_problem(kind, labels, logits, axis, opts, sample_weight=None, grad_l
     if opts.class_weight is not None:
         p.cw = opts.weights("class_weight", opts.class_weight, C, x.dtype)
     if kind == "integer":
-        x0 = logits if p.x is logits else np.asarray(logits)
         if p.x is logits:
-            t, raw = integer_labels(labels, x0, 1, lname, xname)
+            t, raw = integer_labels(labels, logits, 1, lname, xname)
         else:
-            t, raw = integer_labels(labels, float_array(x0, xname), p.axis, lname, xname)
+            t, raw = integer_labels(labels, float_array(logits, xname), p.axis, lname, xname)
         p.t, p.raw_labels, p.labels_name = t, raw, lname
         p.ignore_index = opts.ignore_index
-        label_input = ("labels", t)
+        labels = t
     else:
         if labels is None and labels_optional:
             y = None
         else:
             x0 = logits if p.x is logits else float_array(logits, xname)
             y = dense_labels(labels, x0, p.axis, lname, xname)
-        p.y = y
-        label_input = ("labels", y)
+        p.y = labels = y
     if sample_weight is not None or grad_loss is not None:
         _weights(p, sample_weight, grad_loss)
     if loss_out is not None or gradient_out is not None or lse_out is not None or \
             hessian_out is not None:
-        _outputs(p, loss_out, gradient_out, lse_out, mixed,
-                 [label_input, ("class_weight", p.cw), ("sample_weight", p.sw),
-                  ("grad_loss", p.rs)], hessian_out)
+        _outputs(p, labels, loss_out, gradient_out, lse_out, hessian_out, mixed)
     return p
 
 
@@ -739,9 +759,7 @@ def sigmoid_problem(labels, logits, opts, *, sample_weight=None, grad_loss=None,
         p.cw = opts.weights("pos_weight", opts.pos_weight, x.shape[1], x.dtype, scalar_ok=True)
     if sample_weight is not None or grad_loss is not None:
         _weights(p, sample_weight, grad_loss)
-    _outputs(p, loss_out, gradient_out, None, mixed,
-             [("labels", y), ("pos_weight", p.cw), ("sample_weight", p.sw),
-              ("grad_loss", p.rs)], hessian_out)
+    _outputs(p, y, loss_out, gradient_out, None, hessian_out, mixed)
     return p
 
 

@@ -143,6 +143,17 @@ def _grad_target(p, out):
     return buf, finish, False
 
 
+def _direct(p):
+    """The gradient buffer that needs no finishing, or None: the caller's when the boundary
+    found it canonical (``direct_out``), else a new one when none was given and the logits
+    are already 2-D rows."""
+    if p.direct_out is not None:
+        return p.direct_out
+    if p.gradient_out is None and p.x.shape == p.shape:
+        return np.empty(p.shape, p.x.dtype)
+    return None
+
+
 def _execute_blocked(p, op, call, grad_out):
     """Run ``call`` in row blocks, its gradient computed into a scratch block and stored in
     ``grad_out`` (the other float dtype) as each block finishes."""
@@ -211,9 +222,17 @@ def shard_gradient(p, lse, coef, n_classes):
 def loss_gradient(p):
     """(loss, d loss / d logits) in one fused pass."""
     denom = _denominator(p)
-    values = _loss_buffer(p) if p.reduction == "none" else None
-    status, grad = _into(p, "fused", p.gradient_out, p.family, loss=values,
-                         gscale=_gscale(p, denom), want_total=values is None)
+    if p.reduction != "none":
+        out = _direct(p)
+        if out is not None:  # the common call: one kernel, straight into the result
+            status = _execute(p, "fused", _call(p, p.family, None, out, None, None, None, None,
+                                                _gscale(p, denom), True))
+        else:
+            status, out = _into(p, "fused", p.gradient_out, p.family,
+                                gscale=_gscale(p, denom), want_total=True)
+        return reduced(status.total, p.reduction, denom, p.out_dtype, p.loss_out), out
+    values = _loss_buffer(p)
+    status, grad = _into(p, "fused", p.gradient_out, p.family, loss=values)
     return _loss_result(p, status, values, denom), grad
 
 

@@ -226,8 +226,8 @@ def run(object kernel_call, int n_threads):
 
 
 cdef object _status(fxe_counts *cn, double total, int check):
-    if not check:
-        return Status(cn.nbad, total, None, None)
+    if not check:  # the hot path: tuple.__new__ skips the namedtuple's Python __new__
+        return tuple.__new__(Status, (cn.nbad, total, None, None))
     return Status(cn.nbad, total, {DIAG[k]: cn.diag[k] for k in range(FXE_N_DIAG)},
                   {DIAG[k]: cn.first[k] for k in range(FXE_N_DIAG)})
 
