@@ -54,7 +54,7 @@ _NP_FLOAT = {torch.float32: np.float32, torch.float64: np.float64}
 # ------------------------------------------------------------------------------ the edge
 
 def _check_cpu(t, name):
-    if t is not None and t.device.type != "cpu":
+    if t is not None and not t.is_cpu:
         raise ValueError(
             f"fastxent.torch computes on the CPU, but {name} is on device '{t.device}'; move "
             f"the tensors with .cpu() (or use torch.nn.functional on '{t.device.type}')")
@@ -71,7 +71,8 @@ def _compute_dtype(input, name="input"):
 
 def _np(t, dtype=None):
     """A NumPy view of a CPU tensor (a copy only to convert the dtype or the layout)."""
-    t = t.detach()
+    if t.requires_grad:
+        t = t.detach()
     if dtype is not None and t.dtype != dtype:
         t = t.to(dtype)
     if not t.is_contiguous():
@@ -138,10 +139,11 @@ def _softmax_obj(prob, weight, ignore_index, label_smoothing, reduction, dtype):
 
 def _ce_impl(input, target, weight, ignore_index, reduction, label_smoothing, need_grad):
     """(loss, unit gradient or None) of cross_entropy on CPU tensors, input ndim >= 2."""
-    if input.device.type != "cpu" or target.device.type != "cpu":
+    if not (input.is_cpu and target.is_cpu):
         _check_cpu(input, "input")
         _check_cpu(target, "target")
-    _check_cpu(weight, "weight")
+    if weight is not None:
+        _check_cpu(weight, "weight")
     cdt = _compute_dtype(input)
     x = _np(input, cdt)
     prob = target.is_floating_point()
