@@ -187,6 +187,9 @@ def loss(p, lse_out=None):
     """The loss (per example for "none", else a scalar); ``lse_out`` the per-example
     logsumexp (softmax) in the user's buffer."""
     denom = _denominator(p)
+    if p.reduction != "none" and p.lse_out is None:  # the common call: a total, no buffers
+        status = _execute(p, "forward", _call(p, p.family, want_total=True))
+        return reduced(status.total, p.reduction, denom, p.out_dtype, p.loss_out)
     values = _loss_buffer(p) if p.reduction == "none" else None
     lse_buf, lse_finish = _row_buffer(p, p.lse_out)
     call = _call(p, p.family, values, None, lse_buf, want_total=values is None)
