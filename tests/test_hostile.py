@@ -152,6 +152,22 @@ def test_the_quick_overlap_test_agrees_with_numpy():
         assert may_overlap(p, q) == np.may_share_memory(p, q), (p.shape, q.shape)
 
 
+def test_square_logits_with_the_class_axis_first_get_their_own_layout(backend):
+    # (C, C) logits, axis=0: the kernel rows are the transpose, with the same shape; the
+    # gradient (new or in a caller's buffer) must come back in the caller's layout
+    x = RNG.standard_normal((C, C))
+    t = RNG.integers(0, C, C)
+    want_l, want_g = fx.SparseSoftmaxCrossEntropy(reduction="mean", backend=backend) \
+        .loss_gradient(t, x.T.copy())
+    loss = fx.SparseSoftmaxCrossEntropy(axis=0, reduction="mean", backend=backend)
+    got_l, got_g = loss.loss_gradient(t, x)
+    buf = np.empty_like(x)
+    loss.loss_gradient(t, x, gradient_out=buf)
+    np.testing.assert_allclose(got_l, want_l, rtol=1e-13)
+    np.testing.assert_allclose(got_g, want_g.T, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(buf, want_g.T, rtol=1e-13, atol=1e-16)
+
+
 def test_gradient_out_shaped_like_the_rows_of_nd_logits_is_refused(backend):
     # (2, 3, C) logits have (6, C) kernel rows: a (6, C) buffer is not logits' shape
     x = RNG.standard_normal((2, 3, C))

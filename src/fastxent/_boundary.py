@@ -323,8 +323,8 @@ def integer_labels(labels, x, axis, name="labels", xname="logits"):
         raise TypeError(f"{name} is required (got None): pass integer class indices of shape "
                         f"{lead_shape(x.shape, axis)}")
     t = np.asarray(labels)
-    if (t.dtype is _INTP or t.dtype == _INTP) and t.ndim == 1 and x.ndim == 2 and axis == 1 and \
-            t.shape[0] == x.shape[0]:
+    if (t.dtype is _INTP or t.dtype == _INTP) and t.ndim == 1 and x.ndim == 2 and \
+            axis == 1 and t.shape[0] == x.shape[0]:
         return (t if t.flags.c_contiguous else np.ascontiguousarray(t)), t
     t = _native(t)
     lead = lead_shape(x.shape, axis)
@@ -635,7 +635,9 @@ def _gradient_out_fast(p, out, labels):
         for _, a in _inputs(p, None):
             if a is not None and may_overlap(out, a):
                 return False
-    p.gradient_out = p.direct_out = out
+    p.gradient_out = out
+    if p.canonical:  # else the kernel's rows are a transpose of the caller's layout
+        p.direct_out = out
     return True
 
 

@@ -146,10 +146,10 @@ def _grad_target(p, out):
 def _direct(p):
     """The gradient buffer that needs no finishing, or None: the caller's when the boundary
     found it canonical (``direct_out``), else a new one when none was given and the logits
-    are already 2-D rows."""
+    are already 2-D rows with the class axis last."""
     if p.direct_out is not None:
         return p.direct_out
-    if p.gradient_out is None and p.x.shape == p.shape:
+    if p.gradient_out is None and p.canonical and p.x.shape == p.shape:
         return np.empty(p.shape, p.x.dtype)
     return None
 
