@@ -334,14 +334,24 @@ def test_ctrl_c_stops_a_long_call_between_blocks(backend):
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
-    old = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.005)
-        with pytest.raises(KeyboardInterrupt):
-            loss.loss_gradient(t, x, gradient_out=g)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+
+    def interrupted_call():
+        g[...] = np.nan
+        old = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            with pytest.raises(KeyboardInterrupt):  # armed inside: caught wherever it lands
+                signal.setitimer(signal.ITIMER_REAL, 0.005)
+                loss.loss_gradient(t, x, gradient_out=g)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    # A busy machine can hold the test off the CPU for more than the 5 ms between arming the
+    # timer and the call's first block: the interrupt then lands before the kernel starts
+    # (nothing written). Try again until it lands inside the call.
+    for _ in range(5):
+        interrupted_call()
+        if backend == "numpy" or np.isfinite(g[0, 0]):
+            break
     assert np.isnan(g[-1, -1]), "the call ran to its end"
     if backend != "numpy":   # NumPy's Python code is interruptible anywhere, even in block 1
         assert np.isfinite(g[0, 0]), "stopped inside a block, not between blocks"
