@@ -35,8 +35,17 @@ def test_readme_python_blocks_run_as_written(line, code, tmp_path, monkeypatch):
     # Each block must run on its own, pasted into a fresh interpreter: no names from
     # another block, and line by line in the interactive interpreter too (a compound
     # statement followed by a blank line).
+    import warnings
+
+    from fastxent._diagnostics import InputWarning
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+    # pasted, an example runs quietly (the diagnostics example's InputWarning is its point)
+    noisy = [f"{w.category.__name__}: {w.message}" for w in caught
+             if not issubclass(w.category, InputWarning)]
+    assert not noisy, f"README.md:{line} warns: {noisy}"
     import codeop
     buf = []
     for text in code.splitlines() + [""]:
