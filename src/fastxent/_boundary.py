@@ -44,7 +44,6 @@ class _Problem:
 
     x = shape = axis = lead = out_dtype = reduction = check = backend = n_threads = None
     rs = sw = loss_out = gradient_out = lse_out = hessian_out = user_x = None
-    direct_out = None  # gradient_out when the kernels write it as it is (canonical, separate)
     grad_loss = 1.0
     x_is_view = False
     names = ("labels", "logits")  # the user's argument names, for diagnostics
@@ -631,13 +630,11 @@ def _gradient_out_fast(p, out, labels):
         return False
     if labels is not None and may_overlap(out, labels):
         return False
-    if p.cw is not None or p.sw is not None or p.rs is not None:
+    if p.cw is not None or p.sw is not None or p.rs is not None:  # no list when unweighted
         for _, a in _inputs(p, None):
             if a is not None and may_overlap(out, a):
                 return False
     p.gradient_out = out
-    if p.canonical:  # else the kernel's rows are a transpose of the caller's layout
-        p.direct_out = out
     return True
 
 

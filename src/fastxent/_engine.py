@@ -125,13 +125,15 @@ def reduced(total, reduction, denom, dtype, loss_out):
 
 def _grad_target(p, out):
     """(kernel buffer, finish, blocked) for a result of logits' shape: the caller's buffer
-    itself when it is canonical in the compute dtype (possibly the logits: in place; finish
-    None), block by block for a buffer of the other dtype, else a new array (``finish()``
-    returns the result in the user's layout, copied into ``out`` if one was given)."""
+    itself when it is canonical in the compute dtype (possibly the logits: in place), block
+    by block for a buffer of the other dtype, else a new array. ``finish()`` returns the
+    result in the user's layout (copied into ``out`` if one was given); None when the
+    kernel's buffer already is the result (see :func:`_result`)."""
     x = p.x
     if out is None:
         buf = np.empty(x.shape, x.dtype)
-        return buf, lambda: p.unrows(buf), False
+        return buf, (None if x.shape == p.shape and p.canonical else
+                     lambda: p.unrows(buf)), False
     if p.canonical and out.flags.c_contiguous:
         buf = out if out.shape == x.shape else out.reshape(x.shape)
         return buf, None, out.dtype != x.dtype
@@ -143,15 +145,11 @@ def _grad_target(p, out):
     return buf, finish, False
 
 
-def _direct(p):
-    """The gradient buffer that needs no finishing, or None: the caller's when the boundary
-    found it canonical (``direct_out``), else a new one when none was given and the logits
-    are already 2-D rows with the class axis last."""
-    if p.direct_out is not None:
-        return p.direct_out
-    if p.gradient_out is None and p.canonical and p.x.shape == p.shape:
-        return np.empty(p.shape, p.x.dtype)
-    return None
+def _result(out, buf, finish):
+    """The result of a :func:`_grad_target` arrangement once the kernel has run."""
+    if finish is not None:
+        return finish()
+    return buf if out is None else out
 
 
 def _execute_blocked(p, op, call, grad_out):
@@ -169,16 +167,19 @@ def _execute_blocked(p, op, call, grad_out):
     return _status(p, _backends.in_row_blocks(block, call, rows))
 
 
-def _into(p, op, out, family, shard=None, **fields):
+def _into(p, op, out, family, shard=None, loss=None, lse_in=None, coef_in=None, v=None,
+          gscale=1.0, want_total=False):
     """(status, result) of a kernel whose result has the logits' shape, run into the
     caller's ``out`` as :func:`_grad_target` arranges (in place, blocked for a buffer of the
-    other dtype, or a new array). ``shard`` = n_classes makes the call a class shard's."""
+    other dtype, or a new array); the other arguments are :func:`_call`'s. ``shard`` =
+    n_classes makes the call a class shard's."""
     buf, finish, blocked = _grad_target(p, out)
-    call = _call(p, family, grad=None if blocked else buf, **fields)
+    call = _call(p, family, loss, None if blocked else buf, None, lse_in, coef_in, v, gscale,
+                 want_total)
     if shard is not None:
         call = call._replace(n_classes=shard, shard=True)
     status = _execute_blocked(p, op, call, buf) if blocked else _execute(p, op, call)
-    return status, (out if finish is None else finish())
+    return status, _result(out, buf, finish)
 
 
 # ------------------------------------------------------------------------------ operations
@@ -187,23 +188,21 @@ def loss(p, lse_out=None):
     """The loss (per example for "none", else a scalar); ``lse_out`` the per-example
     logsumexp (softmax) in the user's buffer."""
     denom = _denominator(p)
-    if p.reduction != "none" and p.lse_out is None:  # the common call: a total, no buffers
-        status = _execute(p, "forward", _call(p, p.family, want_total=True))
-        return reduced(status.total, p.reduction, denom, p.out_dtype, p.loss_out)
     values = _loss_buffer(p) if p.reduction == "none" else None
     lse_buf, lse_finish = _row_buffer(p, p.lse_out)
     call = _call(p, p.family, values, None, lse_buf, want_total=values is None)
     status = _execute(p, "forward", call)
-    lse_finish()
+    if lse_finish is not None:
+        lse_finish()
     return _loss_result(p, status, values, denom)
 
 
 def _row_buffer(p, out):
-    """(buffer of n values, finish()) for a per-row output such as lse_out."""
+    """(buffer of n values, finish() or None) for a per-row output such as lse_out."""
     if out is None:
-        return None, lambda: None
+        return None, None
     if out.flags.c_contiguous and out.dtype == p.x.dtype:
-        return out.reshape(-1), lambda: None
+        return out.reshape(-1), None
     buf = np.empty(p.n_rows, p.x.dtype)
     return buf, lambda: np.copyto(out, buf.reshape(out.shape), casting="unsafe")
 
@@ -226,14 +225,9 @@ def loss_gradient(p):
     """(loss, d loss / d logits) in one fused pass."""
     denom = _denominator(p)
     if p.reduction != "none":
-        out = _direct(p)
-        if out is not None:  # the common call: one kernel, straight into the result
-            status = _execute(p, "fused", _call(p, p.family, None, out, None, None, None, None,
-                                                _gscale(p, denom), True))
-        else:
-            status, out = _into(p, "fused", p.gradient_out, p.family,
-                                gscale=_gscale(p, denom), want_total=True)
-        return reduced(status.total, p.reduction, denom, p.out_dtype, p.loss_out), out
+        status, grad = _into(p, "fused", p.gradient_out, p.family, gscale=_gscale(p, denom),
+                             want_total=True)
+        return reduced(status.total, p.reduction, denom, p.out_dtype, p.loss_out), grad
     values = _loss_buffer(p)
     status, grad = _into(p, "fused", p.gradient_out, p.family, loss=values)
     return _loss_result(p, status, values, denom), grad
@@ -270,7 +264,7 @@ def gradient_hessian(p):
         _softmax_hessian(p, gscale, target)
     if blocked:
         buf[...] = target
-    hessian = p.hessian_out if finish is None else finish()
+    hessian = _result(p.hessian_out, buf, finish)
     return (gradient(p) if grad_last else grad), hessian
 
 
@@ -362,4 +356,4 @@ def utility(p, name):
         return p.out
     buf, finish, _ = _grad_target(p, p.out)
     _utility_run(p, _UTILITY[name], buf, name)
-    return p.out if finish is None else finish()
+    return _result(p.out, buf, finish)
